@@ -1,0 +1,129 @@
+"""M2SFormer assembly and the registry of named configurations."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .decoder import Curvature, DecoderStage, difficulty_from_curvature
+from .m2s_attention import M2SSkipConnection, resize
+from .pvt_v2 import PyramidVisionTransformerV2
+
+EASY, HARD = 0, 1
+
+
+@dataclass(frozen=True)
+class M2SFormerConfig:
+    """Everything that decides the network's shape."""
+    name: str
+    embed_dims: tuple[int, ...] = (64, 128, 320, 512)
+    num_heads: tuple[int, ...] = (1, 2, 5, 8)
+    mlp_ratios: tuple[float, ...] = (8, 8, 4, 4)
+    depths: tuple[int, ...] = (3, 4, 6, 3)
+    sr_ratios: tuple[int, ...] = (8, 4, 2, 1)
+    skip_channels: int = 64
+    target_resolution: int = 32
+    num_scales: int = 2
+    dct_frequencies: int = 16
+    reduction: int = 16
+    decoder_dims: tuple[int, ...] = (256, 128, 64)
+    embedding_dim: int = 300
+    drop_path_rate: float = 0.1
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "M2SFormerConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown architecture fields: {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+CONFIGS: dict[str, M2SFormerConfig] = {
+    "m2sformer-b0": M2SFormerConfig("m2sformer-b0", embed_dims=(32, 64, 160, 256),
+                                    depths=(2, 2, 2, 2)),
+    "m2sformer-b1": M2SFormerConfig("m2sformer-b1", depths=(2, 2, 2, 2)),
+    "m2sformer-b2": M2SFormerConfig("m2sformer-b2"),  # the paper's model
+}
+
+
+def get_config(name: str) -> M2SFormerConfig:
+    try:
+        return CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown model config {name!r}; choose one of {sorted(CONFIGS)}") from None
+
+
+class M2SFormerOutput(NamedTuple):
+    prediction: torch.Tensor        # B x 1 x H x W logits of the forgery mask
+    edge: torch.Tensor              # B x 1 x H x W logits of the mask's boundary
+    global_prior: torch.Tensor      # B x 1 x H x W logits of the coarse prior
+    curvature: torch.Tensor         # B x 1 x H x W curvature of the prior logits (fp32)
+    difficulty_score: torch.Tensor  # B, sigmoid of the summed curvature
+    difficulty_label: torch.Tensor  # B, 0 = easy, 1 = hard
+
+
+def stand_in_embeddings(dim: int) -> torch.Tensor:
+    """Deterministic 2 x dim vectors used when no real word embeddings were provided."""
+    generator = torch.Generator().manual_seed(2025)
+    return torch.randn(2, dim, generator=generator) * 0.3
+
+
+class M2SFormer(nn.Module):
+    def __init__(self, config: M2SFormerConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.encoder = PyramidVisionTransformerV2(c.embed_dims, c.num_heads, c.mlp_ratios,
+                                                  c.depths, c.sr_ratios,
+                                                  drop_path_rate=c.drop_path_rate)
+        self.skip = M2SSkipConnection(c.embed_dims, c.skip_channels, c.target_resolution,
+                                      c.num_scales, c.dct_frequencies, c.reduction)
+        self.prior_head = nn.Conv2d(c.skip_channels, 1, 1)
+        self.curvature = Curvature()
+        # Row EASY and row HARD: fixed word vectors, stored with the weights.
+        self.register_buffer("difficulty_embeddings", stand_in_embeddings(c.embedding_dim))
+        stages, in_channels = [], c.skip_channels
+        for out_channels in c.decoder_dims:
+            stages.append(DecoderStage(in_channels + c.skip_channels, out_channels,
+                                       c.embedding_dim))
+            in_channels = out_channels
+        self.decoder = nn.ModuleList(stages)
+        self.prediction_head = nn.Conv2d(in_channels, 1, 1)
+        self.edge_head = nn.Conv2d(in_channels, 1, 1)
+
+    def forward(self, images: torch.Tensor) -> M2SFormerOutput:
+        """images: B x 3 x H x W normalised, H and W multiples of 32 (B x 1 is repeated)."""
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        size = images.shape[-2:]
+        if size[0] % 32 or size[1] % 32:
+            raise ValueError(f"input height and width must be multiples of 32, got {tuple(size)}")
+        skips = self.skip(self.encoder(images))  # strides 4, 8, 16, 32
+
+        global_prior = resize(self.prior_head(skips[-1]), size)
+        curvature = self.curvature(global_prior)
+        score, label = difficulty_from_curvature(curvature)
+        embedding = self.difficulty_embeddings[label].to(skips[0].dtype)  # B x E
+
+        x = skips[-1]
+        for stage, skip in zip(self.decoder, reversed(skips[:-1])):
+            x = stage(x, skip, embedding)
+        return M2SFormerOutput(prediction=resize(self.prediction_head(x), size),
+                               edge=resize(self.edge_head(x), size),
+                               global_prior=global_prior, curvature=curvature,
+                               difficulty_score=score, difficulty_label=label)
+
+
+def build_model(config: str | M2SFormerConfig) -> M2SFormer:
+    return M2SFormer(get_config(config) if isinstance(config, str) else config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
