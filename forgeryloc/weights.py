@@ -1,0 +1,187 @@
+"""Checkpoint files: safetensors tensors plus the metadata needed to use them.
+
+Metadata (all strings, as safetensors requires):
+  format           "forgeryloc.m2sformer"
+  format_version   integer, FORMAT_VERSION
+  config           JSON of M2SFormerConfig (name and every architecture parameter)
+  input_size       side of the square input the model was trained at
+  normalization    JSON {"mean": [...], "std": [...]}
+  threshold        default probability threshold for the binary mask
+  score_threshold  default image-level score above which an image is flagged
+  embeddings       where the easy/hard word vectors came from
+  provenance       JSON: how the weights were made (data, recipe, steps, metrics, ...)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .model.m2sformer import M2SFormer, M2SFormerConfig
+
+FORMAT = "forgeryloc.m2sformer"
+FORMAT_VERSION = 1
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_WEIGHTS_NAME = "forgeryloc-default.safetensors"
+WEIGHTS_ENV = "FORGERYLOC_WEIGHTS"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used, with a message for the user."""
+
+
+@dataclass
+class CheckpointInfo:
+    """How to use a set of weights: everything but the tensors."""
+    config: M2SFormerConfig
+    input_size: int = 256
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    threshold: float = 0.5
+    score_threshold: float = 0.5
+    embeddings: str = "stand-in (random, fixed seed)"
+    provenance: dict = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            "config": json.dumps(self.config.to_dict()),
+            "input_size": str(self.input_size),
+            "normalization": json.dumps({"mean": list(self.mean), "std": list(self.std)}),
+            "threshold": repr(self.threshold),
+            "score_threshold": repr(self.score_threshold),
+            "embeddings": self.embeddings,
+            "provenance": json.dumps(self.provenance, sort_keys=True),
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str] | None, source: str) -> "CheckpointInfo":
+        metadata = metadata or {}
+        if metadata.get("format") != FORMAT:
+            raise CheckpointError(f"{source}: not a forgeryloc checkpoint (metadata 'format' is "
+                                  f"{metadata.get('format')!r}, expected {FORMAT!r})")
+        try:
+            version = int(metadata["format_version"])
+            if version > FORMAT_VERSION:
+                raise CheckpointError(f"{source}: format version {version} is newer than this "
+                                      f"forgeryloc understands ({FORMAT_VERSION}); upgrade it")
+            config = M2SFormerConfig.from_dict(json.loads(metadata["config"]))
+            normalization = json.loads(metadata["normalization"])
+            info = cls(config=config, input_size=int(metadata["input_size"]),
+                       mean=tuple(float(v) for v in normalization["mean"]),
+                       std=tuple(float(v) for v in normalization["std"]),
+                       threshold=float(metadata["threshold"]),
+                       score_threshold=float(metadata.get("score_threshold", 0.5)),
+                       embeddings=metadata.get("embeddings", "unknown"),
+                       provenance=json.loads(metadata.get("provenance", "{}")))
+        except CheckpointError:
+            raise
+        except (KeyError, ValueError, TypeError) as error:
+            raise CheckpointError(f"{source}: invalid checkpoint metadata ({error})") from None
+        if info.input_size % 32 or info.input_size <= 0:
+            raise CheckpointError(f"{source}: input_size {info.input_size} is not a multiple of 32")
+        if len(info.mean) != 3 or len(info.std) != 3 or min(info.std) <= 0:
+            raise CheckpointError(f"{source}: normalization needs 3 means and 3 positive stds")
+        return info
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def save_checkpoint(model: M2SFormer, info: CheckpointInfo, path: str | Path,
+                    dtype: torch.dtype = torch.float32) -> Path:
+    """Writes the model's state (floats cast to `dtype`) and `info` atomically."""
+    from safetensors.torch import save
+
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        tensors[name] = tensor.contiguous()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, save(tensors, metadata=info.to_metadata()))
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], CheckpointInfo]:
+    """Reads tensors and metadata; raises CheckpointError with a readable message."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            info = CheckpointInfo.from_metadata(handle.metadata(), str(path))
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({error})") from None
+    return tensors, info
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu"
+               ) -> tuple[M2SFormer, CheckpointInfo]:
+    """Builds the model a checkpoint describes and loads its weights, in eval mode (fp32)."""
+    path = Path(path) if path is not None else default_weights_path()
+    tensors, info = read_checkpoint(path)
+    model = M2SFormer(info.config)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{k} {tuple(tensors[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+             if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {missing[:3]}")
+        if unexpected:
+            details.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            details.append(f"wrong shapes {wrong[:3]}")
+        raise CheckpointError(f"{path}: tensors do not match config {info.config.name} "
+                              f"({'; '.join(details)})")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    return model.eval().to(device), info
+
+
+def default_weights_path() -> Path:
+    """$FORGERYLOC_WEIGHTS, else the shipped checkpoint (source checkout or installed copy)."""
+    override = os.environ.get(WEIGHTS_ENV)
+    if override:
+        return Path(override)
+    candidates = [Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME,
+                  Path(sys.prefix) / "share" / "forgeryloc" / "weights" / DEFAULT_WEIGHTS_NAME]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError("no weights given and the shipped checkpoint was not found (looked in "
+                          + ", ".join(str(c) for c in candidates)
+                          + f"); pass --weights FILE or set {WEIGHTS_ENV}")
