@@ -127,5 +127,125 @@ def convert(
     err_console.print(f"wrote {output} ({name}, {len(state)} tensors)")
 
 
+@app.command()
+def synth(
+    photos: List[Path] = typer.Argument(..., help="Folders (or files) of authentic photos."),
+    output: Path = typer.Option(..., "-o", "--output", help="Dataset folder to write."),
+    count: int = typer.Option(100, "--count", "-n", min=1, help="How many images to make."),
+    seed: int = typer.Option(0, help="Random seed: the same seed gives the same dataset."),
+    authentic_fraction: float = typer.Option(0.15, min=0.0, max=1.0,
+                                             help="Share of untouched (authentic) examples."),
+) -> None:
+    """Make synthetic forgeries with exact masks (splicing, copy-move, removal)."""
+    from .data.synth import write_dataset
+
+    for photo in photos:
+        if not photo.exists():
+            raise fail(f"{photo}: no such file or folder")
+    summary = write_dataset(photos, output, count=count, seed=seed,
+                            authentic_fraction=authentic_fraction)
+    err_console.print(f"wrote {count} images to {output}: {json.dumps(summary.get('kinds', summary))}")
+
+
+@app.command()
+def train(
+    output: Path = typer.Option(..., "-o", "--output", help="Run folder: checkpoints, metrics."),
+    arch: str = typer.Option("m2sformer-b2", help="m2sformer-b0, -b1 or -b2 (the paper's)."),
+    data: List[Path] = typer.Option([], "--data", help="Dataset folder or JSON list (repeat)."),
+    synth_photos: List[Path] = typer.Option([], "--synth", help="Photo folder for on-the-fly "
+                                            "synthetic forgeries (repeat)."),
+    data_weight: float = typer.Option(1.0, help="Sampling weight of the real datasets."),
+    synth_weight: float = typer.Option(1.0, help="Sampling weight of synthetic forgeries."),
+    val: Optional[Path] = typer.Option(None, help="Validation dataset folder."),
+    val_fraction: float = typer.Option(0.0, min=0.0, max=0.9,
+                                       help="Hold back this stratified share of --data instead."),
+    size: int = typer.Option(256, help="Training input size (multiple of 32)."),
+    batch_size: int = typer.Option(32, min=2),
+    accumulate: int = typer.Option(1, min=1, help="Gradient accumulation steps."),
+    epochs: int = typer.Option(100, min=1),
+    epoch_size: Optional[int] = typer.Option(None, help="Samples per epoch (default: size of "
+                                             "the real data, at least 1000)."),
+    max_minutes: Optional[float] = typer.Option(None, help="Stop after this much training time; "
+                                                "the cosine schedule spans it."),
+    lr: float = typer.Option(1e-4), min_lr: float = typer.Option(1e-6),
+    weight_decay: float = typer.Option(1e-4), warmup_steps: int = typer.Option(0),
+    grad_clip: Optional[float] = typer.Option(None),
+    augment: bool = typer.Option(True, help="Flips, crops, JPEG, rescaling of real images."),
+    workers: int = typer.Option(2, min=0), seed: int = typer.Option(0),
+    resume: Optional[Path] = typer.Option(None, help="Continue from a run's last.safetensors."),
+    init_weights: Optional[Path] = typer.Option(None, help="Fine-tune from a checkpoint."),
+    init_encoder: Optional[Path] = typer.Option(None, help="ImageNet PVT-v2 weights (timm or "
+                                                "original PVT format) for the encoder."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+) -> None:
+    """Train M2SFormer (the paper's recipe by default). Multi-GPU: torchrun ... -m forgeryloc train."""
+    from .train import TrainConfig, Trainer
+
+    if size % 32:
+        raise fail("--size must be a multiple of 32")
+    config = TrainConfig(
+        out_dir=str(output), arch=arch, datasets=[str(d) for d in data], dataset_weight=data_weight,
+        synth_photos=[str(p) for p in synth_photos], synth_weight=synth_weight,
+        val=str(val) if val else None, val_fraction=val_fraction, size=size,
+        batch_size=batch_size, accumulate=accumulate, epochs=epochs, epoch_size=epoch_size,
+        max_minutes=max_minutes, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
+        warmup_steps=warmup_steps, grad_clip=grad_clip, augment=augment, workers=workers,
+        seed=seed, resume=str(resume) if resume else None,
+        init_weights=str(init_weights) if init_weights else None,
+        init_encoder=str(init_encoder) if init_encoder else None, device=device)
+
+    def show(record: dict) -> None:
+        err_console.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in record.items()), highlight=False)
+
+    try:
+        Trainer(config, on_log=show).run()
+    except (ValueError, FileNotFoundError) as error:
+        raise fail(str(error))
+
+
+@app.command()
+def evaluate(
+    dataset: Path = typer.Argument(..., help="Dataset folder (tampered/, masks/, authentic/), "
+                                   "CASIA or COVERAGE folder, or JSON list of pairs."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint; default: the shipped one."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Folder for summary.json and per_image.csv."),
+    threshold: Optional[float] = typer.Option(None, help="Pixel threshold (default: 0.5 of "
+                                              "the checkpoint)."),
+    batch_size: int = typer.Option(8, min=1),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+) -> None:
+    """Measure a checkpoint the way the literature does (paper protocol, and more)."""
+    from .data.datasets import read_dataset
+    from .evaluate import evaluate_samples, write_evaluation
+    from .predict import Predictor, pick_device
+    from .weights import CheckpointError, load_model
+
+    try:
+        samples = read_dataset(dataset)
+        model, card = load_model(weights)
+        predictor = Predictor(model, card, pick_device(device))
+    except (CheckpointError, ValueError) as error:
+        raise fail(str(error))
+    result = evaluate_samples(predictor, samples, batch_size=batch_size, threshold=threshold)
+    if output is not None:
+        write_evaluation(result, output)
+    summary = result.summary
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{dataset} ({summary['tampered']} tampered, "
+                  f"{summary['authentic']} authentic)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("dsc", "iou", "dsc_native", "iou_native", "f1_native", "f1_best_oracle",
+                "pixel_auc", "image_auc", "image_accuracy"):
+        table.add_row(key, f"{summary[key]:.4f}")
+    Console().print(table)
+    err_console.print(summary["protocol"], highlight=False)
+
+
 def main() -> None:
     app()

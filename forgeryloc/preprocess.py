@@ -1,0 +1,30 @@
+"""Turning RGB arrays into model inputs (one definition shared by scan, train and evaluate)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+    """H x W x 3 uint8 -> height x width x 3 uint8, bilinear (antialiased when shrinking)."""
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+
+
+def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """H x W uint8 -> height x width uint8, nearest neighbour (keeps the labels exact)."""
+    if mask.shape[:2] == (height, width):
+        return mask
+    return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
+
+
+def to_tensor(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """H x W x 3 uint8 -> 3 x H x W float32 normalised with mean/std (of [0, 1] values)."""
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    return image.sub_(mean_t).div_(std_t)

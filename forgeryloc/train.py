@@ -1,0 +1,348 @@
+"""Training: real datasets and on-the-fly synthetic forgeries mixed by ratio, the paper's recipe
+by default (AdamW 1e-4, weight decay 1e-4, cosine per step to 1e-6, 256x256), validation every
+epoch, best/last checkpoints with full metadata, resumable, DistributedDataParallel under torchrun.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from . import __version__
+from .data.datasets import Sample, SegmentationDataset, read_dataset, split_holdout
+from .evaluate import evaluate_samples
+from .model.loss import m2sformer_loss
+from .model.m2sformer import M2SFormer, build_model
+from .predict import Predictor
+from .preprocess import resize_mask, resize_rgb, to_tensor
+from .weights import CheckpointInfo, IMAGENET_MEAN, IMAGENET_STD, load_model, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str
+    arch: str = "m2sformer-b2"
+    datasets: list[str] = field(default_factory=list)
+    dataset_weight: float = 1.0
+    synth_photos: list[str] = field(default_factory=list)
+    synth_weight: float = 1.0
+    val: str | None = None
+    val_fraction: float = 0.0
+    size: int = 256
+    batch_size: int = 8
+    accumulate: int = 1
+    epochs: int = 100
+    epoch_size: int | None = None   # samples per epoch; default: the real datasets' size
+    max_minutes: float | None = None
+    lr: float = 1e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    augment: bool = True
+    workers: int = 2
+    seed: int = 0
+    resume: str | None = None
+    init_weights: str | None = None
+    init_encoder: str | None = None
+    checkpoint_minutes: float = 10.0
+    device: str = "auto"
+
+
+class SyntheticForgeries(Dataset):
+    """Synthetic forgeries made on the fly: item i of epoch e is fixed by (seed, e, i)."""
+
+    def __init__(self, photo_roots: Sequence[str], size: int, seed: int, length: int):
+        from .data.synth import ForgerySynthesizer, PhotoLibrary
+
+        self.synthesizer = ForgerySynthesizer(PhotoLibrary(photo_roots))
+        self.size, self.seed, self.length, self.epoch = size, seed, length, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        forgery = self.synthesizer.sample(self.epoch * self.length + index, self.seed)
+        image = to_tensor(resize_rgb(forgery.image, self.size, self.size), IMAGENET_MEAN,
+                          IMAGENET_STD)
+        mask = torch.from_numpy(resize_mask(forgery.mask, self.size, self.size)).float()[None]
+        return image, mask, index
+
+
+class MixedEpoch(Dataset):
+    """`length` items per epoch, each drawn from one source with probability ~ its weight."""
+
+    def __init__(self, sources: list[tuple[Dataset, float]], length: int, seed: int):
+        self.sources = [s for s, w in sources if w > 0]
+        weights = np.array([w for _, w in sources if w > 0], dtype=np.float64)
+        self.probabilities = weights / weights.sum()
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for source in self.sources:
+            if hasattr(source, "epoch"):
+                source.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        source = self.sources[rng.choice(len(self.sources), p=self.probabilities)]
+        image, mask, _ = source[int(rng.integers(len(source)))]
+        return image, mask
+
+
+def cosine_lr(progress: float, config: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine from lr to min_lr over progress in [0, 1]."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = min(max(progress, 0.0), 1.0)
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def load_encoder_weights(model: M2SFormer, path: str) -> int:
+    """Starts the encoder from an ImageNet PVT-v2 checkpoint (timm or original PVT names)."""
+    from .official import read_official_state_dict
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        state = load_file(path)
+    else:
+        state = read_official_state_dict(path)
+        state = state.get("state_dict", state) if isinstance(state.get("state_dict"), dict) else state
+    ours = model.encoder.state_dict()
+    mapped = {}
+    for key, tensor in state.items():
+        key = key.removeprefix("module.").removeprefix("backbone.")
+        for i in range(4):  # original PVT: patch_embed1 / block1 / norm1; timm: stages.0.*
+            key = key.replace(f"patch_embed{i + 1}.", f"stages.{i}.patch_embed.")
+            key = key.replace(f"block{i + 1}.", f"stages.{i}.blocks.")
+            key = key.replace(f"norm{i + 1}.", f"stages.{i}.norm.") if key.startswith(f"norm{i + 1}.") else key
+        key = key.replace("mlp.dwconv.dwconv.", "mlp.dwconv.").replace(".downsample.", ".patch_embed.")
+        if key in ours and ours[key].shape == tensor.shape:
+            mapped[key] = tensor.float()
+    if len(mapped) < len(ours) // 2:
+        raise ValueError(f"{path}: only {len(mapped)} of {len(ours)} encoder tensors matched")
+    model.encoder.load_state_dict(mapped, strict=False)
+    return len(mapped)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, on_log: Callable[[dict], None] | None = None):
+        self.config = config
+        self.on_log = on_log
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.out = Path(config.out_dir)
+
+    # ---- set-up -------------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        from .predict import pick_device
+        if self.distributed and torch.cuda.is_available():
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            return torch.device("cuda", local)
+        return pick_device(self.config.device)
+
+    def _data(self):
+        c = self.config
+        train: list[Sample] = []
+        val: list[Sample] = []
+        for root in c.datasets:
+            samples = read_dataset(root)
+            if c.val is None and c.val_fraction > 0:
+                part_train, part_val = split_holdout(samples, c.val_fraction, c.seed)
+                train += part_train
+                val += part_val
+            else:
+                train += samples
+        if c.val is not None:
+            val = read_dataset(c.val)
+        sources = []
+        if train:
+            sources.append((SegmentationDataset(train, c.size, IMAGENET_MEAN, IMAGENET_STD,
+                                                augment=c.augment, seed=c.seed), c.dataset_weight))
+        epoch_size = c.epoch_size or max(len(train), 1000)
+        if c.synth_photos:
+            sources.append((SyntheticForgeries(c.synth_photos, c.size, c.seed, epoch_size),
+                            c.synth_weight))
+        if not sources:
+            raise ValueError("no training data: give --data folders and/or --synth photo folders")
+        return MixedEpoch(sources, epoch_size, c.seed), train, val
+
+    # ---- the loop -----------------------------------------------------------------------
+    def run(self) -> dict:
+        c = self.config
+        if c.batch_size < 2:
+            raise ValueError("--batch-size must be at least 2 (BatchNorm in the difficulty gate)")
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.manual_seed(c.seed)
+        device = self._device()
+        mixed, train_samples, val_samples = self._data()
+
+        state = {"step": 0, "epoch": 0, "elapsed": 0.0, "best_dsc": -1.0, "history": []}
+        if c.resume:
+            model, _ = load_model(c.resume)
+            model.train()
+        elif c.init_weights:
+            model, _ = load_model(c.init_weights)
+            model.train()
+        else:
+            model = build_model(c.arch)
+            if c.init_encoder:
+                log.info("encoder: %d tensors from %s", load_encoder_weights(model, c.init_encoder),
+                         c.init_encoder)
+        model.to(device)
+        self.model_config = model.config
+        optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        if c.resume:
+            state = self._load_state(c.resume, optimizer, state)
+        ddp_model = model
+        if self.distributed:
+            ddp_model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+
+        sampler = (torch.utils.data.DistributedSampler(mixed, shuffle=False, drop_last=True)
+                   if self.distributed else None)
+        loader_kwargs = dict(batch_size=c.batch_size, sampler=sampler, shuffle=False,
+                             drop_last=True, num_workers=c.workers,
+                             pin_memory=device.type == "cuda")
+        if c.workers > 0:
+            loader_kwargs.update(persistent_workers=False, prefetch_factor=4)
+        steps_per_epoch = max(1, len(mixed) // (c.batch_size * self.world * c.accumulate))
+        total_steps = steps_per_epoch * c.epochs
+        budget = c.max_minutes * 60 if c.max_minutes else None
+        amp = device.type == "cuda"
+        started = time.monotonic() - state["elapsed"]
+        last_checkpoint = time.monotonic()
+        self.out.mkdir(parents=True, exist_ok=True)
+        stop = False
+        while state["epoch"] < c.epochs and not stop:
+            mixed.set_epoch(state["epoch"])
+            if sampler is not None:
+                sampler.set_epoch(state["epoch"])
+            ddp_model.train()
+            running, seen = 0.0, 0
+            optimizer.zero_grad(set_to_none=True)
+            for batch_index, (images, masks) in enumerate(DataLoader(mixed, **loader_kwargs)):
+                images, masks = images.to(device, non_blocking=True), masks.to(device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    outputs = ddp_model(images)
+                losses = m2sformer_loss(outputs, masks)
+                (losses["loss"] / c.accumulate).backward()
+                running += float(losses["loss"]) * len(images)
+                seen += len(images)
+                if (batch_index + 1) % c.accumulate:
+                    continue
+                elapsed = time.monotonic() - started
+                progress = elapsed / budget if budget else state["step"] / max(total_steps, 1)
+                lr = cosine_lr(progress, c, state["step"])
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if c.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                if self.on_log and state["step"] % 10 == 0:
+                    self.on_log({"step": state["step"], "epoch": state["epoch"], "lr": lr,
+                                 "loss": running / max(seen, 1), "elapsed": elapsed})
+                if budget and elapsed >= budget:
+                    stop = True
+                    break
+                if time.monotonic() - last_checkpoint > c.checkpoint_minutes * 60:
+                    state["elapsed"] = time.monotonic() - started
+                    self._save(model, optimizer, state, "last", train_samples, None)
+                    last_checkpoint = time.monotonic()
+            state["elapsed"] = time.monotonic() - started
+            record = {"epoch": state["epoch"], "step": state["step"],
+                      "elapsed_minutes": round(state["elapsed"] / 60, 2),
+                      "train_loss": running / max(seen, 1)}
+            state["epoch"] += 1
+            metrics = self._validate(model, val_samples, device) if val_samples else None
+            if metrics:
+                record.update({f"val_{k}": v for k, v in metrics.items()})
+            state["history"].append(record)
+            if self.rank == 0:
+                with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                if self.on_log:
+                    self.on_log(record)
+                self._save(model, optimizer, state, "last", train_samples, metrics)
+                if metrics and metrics["dsc"] > state["best_dsc"]:
+                    state["best_dsc"] = metrics["dsc"]
+                    self._save(model, optimizer, state, "best", train_samples, metrics)
+            last_checkpoint = time.monotonic()
+        if self.distributed:
+            dist.barrier()
+        return state
+
+    def _validate(self, model: M2SFormer, samples: list[Sample], device) -> dict | None:
+        if self.rank != 0:
+            return None
+        model.eval()
+        predictor = Predictor(model, self._card(None, None), device)
+        result = evaluate_samples(predictor, samples, batch_size=self.config.batch_size)
+        model.train()
+        keys = ("dsc", "iou", "dsc_native", "f1_best_oracle", "pixel_auc", "image_auc")
+        return {k: result.summary[k] for k in keys}
+
+    # ---- checkpoints --------------------------------------------------------------------
+    def _card(self, state: dict | None, metrics: dict | None,
+              train_samples: list[Sample] | None = None) -> CheckpointInfo:
+        c = self.config
+        provenance = {
+            "tool": f"forgeryloc {__version__}",
+            "recipe": {k: v for k, v in asdict(c).items() if k not in ("out_dir", "resume")},
+            "training_images_real": len(train_samples or []),
+        }
+        if state is not None:
+            provenance.update(step=state["step"], epoch=state["epoch"],
+                              minutes=round(state["elapsed"] / 60, 2),
+                              device=os.environ.get("FORGERYLOC_TRAIN_HARDWARE", ""))
+        if metrics:
+            provenance["validation"] = metrics
+        return CheckpointInfo(config=self.model_config,
+                              input_size=c.size, provenance=provenance,
+                              embeddings="stand-in (random, fixed seed), learned against")
+
+    def _save(self, model, optimizer, state, name, train_samples, metrics) -> None:
+        if self.rank != 0:
+            return
+        save_checkpoint(model, self._card(state, metrics, train_samples),
+                        self.out / f"{name}.safetensors")
+        # Optimizer and loop state: tensors and plain values only, loadable with weights_only.
+        resume_state = {"optimizer": optimizer.state_dict(),
+                        "loop": {k: state[k] for k in ("step", "epoch", "elapsed", "best_dsc")},
+                        "history": json.dumps(state["history"])}
+        temporary = self.out / f".{name}.state.pt.tmp"
+        torch.save(resume_state, temporary)
+        os.replace(temporary, self.out / f"{name}.state.pt")
+
+    def _load_state(self, checkpoint: str, optimizer, state: dict) -> dict:
+        path = Path(checkpoint).with_suffix("").with_suffix(".state.pt")
+        if not path.is_file():
+            log.warning("no optimizer state beside %s: starting a fresh schedule", checkpoint)
+            return state
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        state.update(saved["loop"])
+        state["history"] = json.loads(saved["history"])
+        return state
+
