@@ -127,6 +127,66 @@ def convert(
     err_console.print(f"wrote {output} ({name}, {len(state)} tensors)")
 
 
+SCAN_HELP = """Scan images for manipulated regions and write evidence for each.
+
+PATHS are files, folders (searched recursively for images), glob patterns, or '-' to read
+newline-separated paths from stdin. For every image NAME (file name with extension) the
+folder OUTDIR mirrors the input folders and holds NAME.overlay.png, NAME.mask.png,
+NAME.prob.png (16-bit probability) and NAME.difficulty.png, plus report.json, report.csv,
+report.html and journal.jsonl for the whole batch. Inputs are only ever read.
+
+Exit codes: 0 all done; 1 with --fail-on-flag when an image was flagged; 2 usage error
+(or unusable weights); 3 some inputs could not be read; 4 the outputs could not be written.
+With --fail-on-flag, 1 is returned instead of 3 when an image was flagged.
+"""
+
+
+@app.command(help=SCAN_HELP)
+def scan(
+    paths: List[str] = typer.Argument(..., help="Files, folders, globs, or - for stdin."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder (OUTDIR)."),
+    weights: Optional[Path] = typer.Option(None, help="Checkpoint (.safetensors); default: "
+                                           "$FORGERYLOC_WEIGHTS, else the shipped one."),
+    mode: str = typer.Option("resize", help="resize: whole image at the model's size (the "
+                             "paper's protocol); tile: native-resolution overlapping tiles."),
+    threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Probability for "
+                                              "the binary mask (default: the checkpoint's)."),
+    flag_threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Image score "
+                                                   "at which an image is flagged (default: "
+                                                   "the checkpoint's)."),
+    batch_size: int = typer.Option(8, min=1, help="Images (or tiles) per forward pass."),
+    workers: int = typer.Option(2, min=0, help="Decoding worker processes."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    max_pixels: int = typer.Option(100_000_000, min=1, help="Refuse larger images before "
+                                   "decoding them."),
+    tile_overlap: float = typer.Option(0.25, min=0.0, max=0.9, help="Overlap between tiles."),
+    resume: bool = typer.Option(False, "--resume", help="Skip images the output folder's "
+                                "journal already has (same path and SHA-256)."),
+    jsonl: bool = typer.Option(False, "--jsonl", help="Print one JSON object per image on "
+                               "stdout as soon as it is done."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    fail_on_flag: bool = typer.Option(False, "--fail-on-flag", help="Exit with 1 when any "
+                                      "image is flagged."),
+    no_thumbnails: bool = typer.Option(False, "--no-thumbnails", help="Leave thumbnails out "
+                                       "of report.html (smaller for huge batches)."),
+    allow_output_in_input: bool = typer.Option(False, "--allow-output-in-input", help="Permit "
+                                               "OUTDIR inside an input folder."),
+) -> None:
+    from .scan_command import ScanRequest, execute_scan
+
+    request = ScanRequest(paths=paths, output=output, weights=weights, mode=mode,
+                          threshold=threshold, flag_threshold=flag_threshold,
+                          batch_size=batch_size, workers=workers, device=device,
+                          max_pixels=max_pixels, tile_overlap=tile_overlap, resume=resume,
+                          jsonl=jsonl, quiet=quiet, thumbnails=not no_thumbnails,
+                          allow_output_in_input=allow_output_in_input,
+                          command_line=sys.argv)
+    code = execute_scan(request, err_console)
+    if fail_on_flag and request.flagged and code in (EXIT_OK, EXIT_UNREADABLE):
+        code = EXIT_FLAGGED
+    raise typer.Exit(code)
+
+
 @app.command()
 def synth(
     photos: List[Path] = typer.Argument(..., help="Folders (or files) of authentic photos."),

@@ -90,7 +90,7 @@ def to_rgb8(image: Image.Image) -> np.ndarray:
     if image.mode in ("RGBA", "RGBa"):
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy
 
 
 def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS

@@ -24,7 +24,10 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def to_tensor(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """H x W x 3 uint8 -> 3 x H x W float32 normalised with mean/std (of [0, 1] values)."""
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+    rgb = np.ascontiguousarray(rgb)
+    if not rgb.flags.writeable:  # arrays viewing Pillow buffers are read-only
+        rgb = rgb.copy()
+    image = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     return image.sub_(mean_t).div_(std_t)

@@ -246,7 +246,7 @@ class Trainer:
                     outputs = ddp_model(images)
                 losses = m2sformer_loss(outputs, masks)
                 (losses["loss"] / c.accumulate).backward()
-                running += float(losses["loss"]) * len(images)
+                running += losses["loss"].item() * len(images)
                 seen += len(images)
                 if (batch_index + 1) % c.accumulate:
                     continue

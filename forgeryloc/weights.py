@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import write_bytes_atomic
 from .model.m2sformer import M2SFormer, M2SFormerConfig
 
 FORMAT = "forgeryloc.m2sformer"
@@ -100,18 +101,6 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def save_checkpoint(model: M2SFormer, info: CheckpointInfo, path: str | Path,
                     dtype: torch.dtype = torch.float32) -> Path:
     """Writes the model's state (floats cast to `dtype`) and `info` atomically."""
@@ -125,7 +114,7 @@ def save_checkpoint(model: M2SFormer, info: CheckpointInfo, path: str | Path,
         tensors[name] = tensor.contiguous()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomically(path, save(tensors, metadata=info.to_metadata()))
+    write_bytes_atomic(path, save(tensors, metadata=info.to_metadata()))
     return path
 
 

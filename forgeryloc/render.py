@@ -1,0 +1,462 @@
+"""Pictures of a prediction: lossless probability maps, masks, overlays with a legend, the
+difficulty (curvature) map and small JPEG thumbnails.
+
+Everything is deterministic: the same inputs give the same pixels, and `save_png` writes
+no time stamp or other varying metadata, so the PNG bytes are reproducible too. Large
+images are processed in bands of rows in uint8/float32 to keep memory bounded."""
+from __future__ import annotations
+
+import io
+import math
+import os
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from .atomic import write_bytes_atomic
+
+# Control points of matplotlib's "inferno" map at t = 0, 0.1, ..., 1 (a perceptual map).
+INFERNO_POINTS = ("000004", "160b39", "420a68", "6a176e", "932667", "bc3754",
+                  "dd513a", "f37819", "fca50a", "f6d746", "fcffa4")
+# Diverging blue - white - red (ColorBrewer RdBu, reversed) at t = 0, 0.1, ..., 1.
+DIVERGING_POINTS = ("053061", "2166ac", "4393c3", "92c5de", "d1e5f0", "f7f7f7",
+                    "fddbc7", "f4a582", "d6604d", "b2182b", "67001f")
+
+OUTLINE_COLOUR = (0, 255, 255)      # cyan: stands out against inferno and the dimmed photo
+UNDEFINED_COLOUR = (128, 128, 128)  # NaN / inf in the curvature map
+BACKGROUND = (24, 24, 24)           # legend strip and padding around narrow images
+TEXT_COLOUR = (235, 235, 235)
+MAX_OPACITY = 0.85                  # opacity of the colour map at probability 1
+PHOTO_SATURATION = 0.5              # the photo under the overlay keeps half its colour ...
+PHOTO_BRIGHTNESS = 0.7              # ... and 70 % of its brightness
+MIN_CANVAS_WIDTH = 320              # narrower images are centred on a canvas this wide
+BAND_PIXELS = 1 << 20               # pixels per band of rows in the blending loops
+CURVATURE_PERCENTILE = 99.0
+PERCENTILE_SAMPLE = 4_000_000       # at most this many values enter the percentile
+
+
+def _lut(points: tuple[str, ...]) -> np.ndarray:
+    """256 x 3 uint8 colour table interpolated linearly between evenly spaced hex colours."""
+    stops = np.array([[int(p[i:i + 2], 16) for i in (0, 2, 4)] for p in points], np.float32)
+    where = np.linspace(0.0, 1.0, len(points))
+    t = np.linspace(0.0, 1.0, 256)
+    channels = [np.interp(t, where, stops[:, c]) for c in range(3)]
+    return np.round(np.stack(channels, axis=1)).astype(np.uint8)
+
+
+INFERNO = _lut(INFERNO_POINTS)
+DIVERGING = _lut(DIVERGING_POINTS)
+
+
+# --------------------------------------------------------------------------- small helpers
+
+def _row_bands(height: int, width: int):
+    """Row slices of about BAND_PIXELS pixels each."""
+    rows = max(1, BAND_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        yield slice(top, min(height, top + rows))
+
+
+def _clean_probability(values: np.ndarray) -> np.ndarray:
+    """float32 copy in [0, 1] with NaN as 0 (no evidence) and +-inf clipped."""
+    band = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(band, 0.0, 1.0, out=band)
+
+
+def _check_map(prob: np.ndarray, name: str = "prob") -> np.ndarray:
+    prob = np.asarray(prob)
+    if prob.ndim != 2:
+        raise ValueError(f"{name} must be a H x W array, got shape {prob.shape}")
+    return prob
+
+
+def save_png(image: Image.Image, path: str | os.PathLike) -> None:
+    """Writes a PNG with fixed settings and no metadata (reproducible bytes), atomically."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=6, optimize=False)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------- maps and masks
+
+def probability_png(prob: np.ndarray) -> Image.Image:
+    """Lossless 16-bit grayscale ("I;16") image of a H x W probability map: round(p * 65535)."""
+    prob = _check_map(prob)
+    height, width = prob.shape
+    levels = np.empty((height, width), dtype=np.uint16)
+    for rows in _row_bands(height, width):
+        band = _clean_probability(prob[rows])
+        levels[rows] = np.rint(band * np.float32(65535.0))
+    return Image.fromarray(levels)
+
+
+def read_probability_png(path: str | os.PathLike) -> np.ndarray:
+    """Inverse of `probability_png`: H x W float32 in [0, 1]."""
+    with Image.open(path) as image:
+        image.load()
+        if image.mode not in ("L", "I", "I;16", "I;16L", "I;16B", "I;16N"):
+            raise ValueError(f"{path}: mode {image.mode} is not a probability map")
+        peak = 255.0 if image.mode == "L" else 65535.0
+        levels = np.asarray(image)
+    return (levels.astype(np.float32) / np.float32(peak)).astype(np.float32)
+
+
+def _threshold_mask(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Boolean H x W: probability >= threshold (NaN is never set)."""
+    mask = np.empty(prob.shape, dtype=bool)
+    for rows in _row_bands(*prob.shape):
+        mask[rows] = np.asarray(prob[rows], dtype=np.float32) >= np.float32(threshold)
+    return mask
+
+
+def mask_png(prob: np.ndarray, threshold: float) -> Image.Image:
+    """Binary mask, mode "L": 255 where probability >= threshold, else 0."""
+    mask = _threshold_mask(_check_map(prob), threshold)
+    return Image.fromarray(mask.view(np.uint8) * np.uint8(255))
+
+
+# --------------------------------------------------------------------------- overlay
+
+def _dim_photo(rgb: np.ndarray) -> np.ndarray:
+    """float32 band of the photo, half desaturated and darkened, so colours read on top."""
+    pixels = rgb.astype(np.float32)
+    luma = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+    pixels *= PHOTO_SATURATION
+    pixels += ((1.0 - PHOTO_SATURATION) * luma)[..., None]
+    pixels *= PHOTO_BRIGHTNESS
+    return pixels
+
+
+def _blend_heatmap(rgb: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """H x W x 3 uint8: inferno colours over the dimmed photo, opacity = MAX_OPACITY * p."""
+    height, width = prob.shape
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    for rows in _row_bands(height, width):
+        p = _clean_probability(prob[rows])
+        colour = INFERNO[np.rint(p * 255.0).astype(np.uint8)].astype(np.float32)
+        alpha = (p * MAX_OPACITY)[..., None]
+        base = _dim_photo(rgb[rows])
+        base += alpha * (colour - base)
+        out[rows] = np.clip(np.rint(base), 0, 255).astype(np.uint8)
+    return out
+
+
+def outline_thickness(height: int, width: int) -> int:
+    """Contour width in pixels: 1 up to about 1800 px, growing slowly, at most 6."""
+    return int(min(6, max(1, round(max(height, width) / 1200))))
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """One step of 3 x 3 dilation (rows, then columns)."""
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    wide = grown.copy()
+    wide[:, 1:] |= grown[:, :-1]
+    wide[:, :-1] |= grown[:, 1:]
+    return wide
+
+
+def mask_outline(mask: np.ndarray, thickness: int = 1) -> np.ndarray:
+    """Boolean contour of a mask: its pixels with a 4-neighbour outside it (the image border
+    does not count as outside), widened to `thickness` pixels."""
+    interior = mask.copy()
+    interior[1:] &= mask[:-1]
+    interior[:-1] &= mask[1:]
+    interior[:, 1:] &= mask[:, :-1]
+    interior[:, :-1] &= mask[:, 1:]
+    edge = mask & ~interior
+    del interior
+    for _ in range(max(0, thickness - 1)):
+        edge = _dilate(edge)
+    return edge
+
+
+def overlay_image(rgb: np.ndarray, prob: np.ndarray, threshold: float,
+                  title: str | None = None) -> Image.Image:
+    """The photo with the probability map in colour, the thresholded region outlined, and a
+    legend strip below it (colour bar 0 .. 1, threshold mark, optional title line)."""
+    rgb = np.asarray(rgb)
+    prob = _check_map(prob)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be a H x W x 3 uint8 array, got {rgb.shape} {rgb.dtype}")
+    if rgb.shape[:2] != prob.shape:
+        raise ValueError(f"prob shape {prob.shape} differs from the photo's {rgb.shape[:2]}")
+    height, width = prob.shape
+    pixels = _blend_heatmap(rgb, prob)
+    pixels[mask_outline(_threshold_mask(prob, threshold), outline_thickness(height, width))] = \
+        OUTLINE_COLOUR
+    picture = Image.fromarray(pixels)
+    del pixels
+    legend = _probability_legend(max(width, MIN_CANVAS_WIDTH), threshold, title)
+    return _stack(picture, legend)
+
+
+def photo_box(canvas_size: tuple[int, int], photo_size: tuple[int, int]
+              ) -> tuple[int, int, int, int] | None:
+    """Crop box of the picture part of an overlay or difficulty image made by this module,
+    given the size (w, h) of the photo it shows, drawn at that size or scaled down (same
+    aspect ratio); None if the canvas does not match such a layout."""
+    canvas_w, canvas_h = canvas_size
+    photo_w, photo_h = photo_size
+    if min(canvas_w, canvas_h, photo_w, photo_h) < 1:
+        return None
+    # Legend with a title line first (scans always give one), then without.
+    heights = [canvas_h - _Layout(canvas_w, lines).height for lines in (3, 2)]
+    if canvas_w == max(photo_w, MIN_CANVAS_WIDTH) and photo_h in heights:
+        return _centred_box(canvas_w, photo_w, photo_h)
+    for shown_h in (h for h in heights if h >= 1):
+        shown_w = canvas_w if canvas_w > MIN_CANVAS_WIDTH else \
+            min(canvas_w, max(1, round(shown_h * photo_w / photo_h)))
+        if abs(shown_w * photo_h - shown_h * photo_w) <= photo_w + photo_h:  # rounding
+            return _centred_box(canvas_w, shown_w, shown_h)
+    return None
+
+
+def _centred_box(canvas_w: int, width: int, height: int) -> tuple[int, int, int, int]:
+    left = (canvas_w - width) // 2
+    return left, 0, left + width, height
+
+
+def _stack(picture: Image.Image, legend: Image.Image) -> Image.Image:
+    """The picture centred above the legend on one canvas as wide as the legend."""
+    canvas = Image.new("RGB", (legend.width, picture.height + legend.height), BACKGROUND)
+    canvas.paste(picture, ((legend.width - picture.width) // 2, 0))
+    canvas.paste(legend, (0, picture.height))
+    return canvas
+
+
+# --------------------------------------------------------------------------- legend drawing
+
+@lru_cache(maxsize=32)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's built-in font at `size` px (the fixed bitmap font on Pillow < 10.1 or
+    without FreeType)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def _printable(text: str, font) -> str:
+    """The bitmap fallback font only knows Latin-1."""
+    if isinstance(font, ImageFont.FreeTypeFont):
+        return text
+    return text.encode("latin-1", "replace").decode("latin-1")
+
+
+def _text_width(text: str, font) -> float:
+    return font.getlength(_printable(text, font))
+
+
+def _fit(text: str, size: int, max_width: float):
+    """(text, font): the font shrunk (down to 60 %) and then the text shortened with an
+    ellipsis until it fits in max_width."""
+    smallest = max(6, int(size * 0.6))
+    for candidate in range(size, smallest - 1, -1):
+        font = _font(candidate)
+        if _text_width(text, font) <= max_width:
+            return text, font
+    font = _font(smallest)
+    while len(text) > 1 and _text_width(text + "…", font) > max_width:
+        text = text[:-1]
+    return text + "…", font
+
+
+def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font,
+               fill=TEXT_COLOUR) -> None:
+    draw.text((round(xy[0]), round(xy[1])), _printable(text, font), font=font, fill=fill)
+
+
+def legend_font_size(canvas_width: int) -> int:
+    """Legend text size in px, growing with the width and capped (so is the legend)."""
+    return int(min(96, max(11, round(canvas_width / 45))))
+
+
+class _Layout:
+    """Vertical layout of a legend strip, in units of the font size."""
+
+    def __init__(self, width: int, lines: int):
+        self.width = width
+        self.size = legend_font_size(width)
+        self.pad = max(4, round(self.size * 0.6))
+        self.line = round(self.size * 1.4)
+        self.bar = max(6, round(self.size * 1.0))
+        self.height = 2 * self.pad + lines * self.line + self.bar
+
+
+def _colour_bar(lut: np.ndarray, width: int, height: int) -> Image.Image:
+    """Horizontal gradient through a 256-entry table, left = entry 0."""
+    index = np.rint(np.linspace(0.0, 255.0, max(1, width))).astype(np.uint8)
+    row = lut[index]
+    return Image.fromarray(np.ascontiguousarray(np.broadcast_to(row, (height, *row.shape))))
+
+
+def _bar_with_end_labels(canvas: Image.Image, draw: ImageDraw.ImageDraw, layout: _Layout,
+                         top: int, lut: np.ndarray, left_label: str, right_label: str
+                         ) -> tuple[int, int]:
+    """Draws `left_label [gradient] right_label` at `top`; returns the bar's x extent."""
+    font = _font(layout.size)
+    gap = round(layout.size * 0.4)
+    x0 = layout.pad + round(_text_width(left_label, font)) + gap
+    x1 = layout.width - layout.pad - round(_text_width(right_label, font)) - gap
+    if x1 - x0 < 8:  # too narrow for labels beside it: the bar alone
+        x0, x1 = layout.pad, max(layout.pad + 1, layout.width - layout.pad)
+    else:
+        text_top = top + (layout.bar - layout.size) / 2
+        _draw_text(draw, (layout.pad, text_top), left_label, font)
+        _draw_text(draw, (x1 + gap, text_top), right_label, font)
+    canvas.paste(_colour_bar(lut, x1 - x0, layout.bar), (x0, top))
+    return x0, x1
+
+
+def _centred_text(draw: ImageDraw.ImageDraw, layout: _Layout, top: float, text: str,
+                  centre: float | None = None, fill=TEXT_COLOUR) -> None:
+    """A line of text centred on `centre` (default: the strip) and kept inside the strip."""
+    text, font = _fit(text, layout.size, layout.width - 2 * layout.pad)
+    width = _text_width(text, font)
+    centre = layout.width / 2 if centre is None else centre
+    left = min(max(layout.pad, centre - width / 2), layout.width - layout.pad - width)
+    _draw_text(draw, (left, top), text, font, fill)
+
+
+def _probability_legend(width: int, threshold: float, title: str | None) -> Image.Image:
+    """Legend strip: [title] / threshold label / 0 [inferno bar] 1 / caption."""
+    layout = _Layout(width, lines=3 if title else 2)
+    legend = Image.new("RGB", (width, layout.height), BACKGROUND)
+    draw = ImageDraw.Draw(legend)
+    top = layout.pad
+    if title:
+        _centred_text(draw, layout, top, title)
+        top += layout.line
+    marker_top = top + layout.line
+    x0, x1 = _bar_with_end_labels(legend, draw, layout, marker_top, INFERNO, "0", "1")
+    t = min(1.0, max(0.0, float(threshold))) if math.isfinite(threshold) else 1.0
+    mark = round(x0 + t * (x1 - x0 - 1))
+    line_width = max(1, round(layout.size / 10))
+    draw.line([(mark, marker_top - round(layout.size * 0.3)), (mark, marker_top + layout.bar)],
+              fill=OUTLINE_COLOUR, width=line_width)
+    _centred_text(draw, layout, top, f"threshold {threshold:.2f} (outlined)", centre=mark,
+                  fill=OUTLINE_COLOUR)
+    _centred_text(draw, layout, marker_top + layout.bar + layout.pad / 2,
+                  "probability of manipulation")
+    return legend
+
+
+# --------------------------------------------------------------------------- difficulty
+
+def _curvature_scale(curvature: np.ndarray, finite: np.ndarray) -> float:
+    """High percentile of |curvature| over the finite values (1 if there are none)."""
+    values = curvature[finite]
+    if values.size == 0:
+        return 1.0
+    step = max(1, values.size // PERCENTILE_SAMPLE)
+    scale = float(np.percentile(np.abs(values[::step]), CURVATURE_PERCENTILE))
+    if not math.isfinite(scale) or scale <= 0:
+        scale = float(np.abs(values).max())
+    return scale if math.isfinite(scale) and scale > 0 else 1.0
+
+
+def _curvature_colours(curvature: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    """H x W x 3 uint8 on the diverging map, the clipping scale, and whether any value was
+    NaN or infinite (shown in grey)."""
+    finite = np.isfinite(curvature)
+    scale = _curvature_scale(curvature, finite)
+    signed = np.clip(np.where(finite, curvature, 0.0).astype(np.float32) / np.float32(scale),
+                     -1.0, 1.0)
+    colours = DIVERGING[np.rint((signed + 1.0) * 127.5).astype(np.uint8)]
+    undefined = not bool(finite.all())
+    if undefined:
+        colours[~finite] = UNDEFINED_COLOUR
+    return colours, scale, undefined
+
+
+def difficulty_image(curvature: np.ndarray, label: str, score: float,
+                     size: tuple[int, int] | None = None) -> Image.Image:
+    """The curvature map of the global prior in blue (< 0, convex contours) - white (0) -
+    red (> 0, concave contours), clipped at the 99th percentile of |curvature|, with a
+    legend strip below. `size` (w, h) enlarges the map for display (nearest neighbour,
+    so every model cell stays a visible block)."""
+    curvature = _check_map(curvature, "curvature")
+    colours, scale, undefined = _curvature_colours(curvature)
+    picture = Image.fromarray(colours)
+    if size is not None and tuple(size) != picture.size:
+        picture = picture.resize((max(1, int(size[0])), max(1, int(size[1]))),
+                                 Image.Resampling.NEAREST)
+    legend = _difficulty_legend(max(picture.width, MIN_CANVAS_WIDTH), label, score, scale,
+                                undefined)
+    return _stack(picture, legend)
+
+
+def _difficulty_legend(width: int, label: str, score: float, scale: float,
+                       undefined: bool) -> Image.Image:
+    """Legend strip: headline / convex [diverging bar] concave / what the colours mean."""
+    layout = _Layout(width, lines=3)
+    legend = Image.new("RGB", (width, layout.height), BACKGROUND)
+    draw = ImageDraw.Draw(legend)
+    score_text = f"{score:.2f}" if score is not None and math.isfinite(score) else "n/a"
+    _centred_text(draw, layout, layout.pad, f"difficulty: {label} (score {score_text})")
+    bar_top = layout.pad + layout.line
+    _bar_with_end_labels(legend, draw, layout, bar_top, DIVERGING, "convex", "concave")
+    caption = f"curvature of the global prior: convex / concave (clipped at ±{scale:.3g})"
+    if undefined:
+        caption += ", grey = undefined"
+    _centred_text(draw, layout, bar_top + layout.bar + layout.pad / 2, caption)
+    return legend
+
+
+# --------------------------------------------------------------------------- thumbnails
+
+def _grey_peak(mode: str, values: np.ndarray) -> float:
+    """White level of a 16/32-bit grey image: 1 for 0..1 floats, 255 for 8-bit ranges."""
+    top = float(values.max(initial=0))
+    if mode == "F" and top <= 1.0:
+        return 1.0
+    if mode in ("I", "F") and top <= 255:
+        return 255.0
+    return 65535.0
+
+
+def _display_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB for display: 16/32-bit grey scaled down, alpha composited on white."""
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32))
+        grey = np.clip(np.rint(values * (255.0 / _grey_peak(image.mode, values))), 0, 255)
+        return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+            image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def thumbnail_jpeg(image: Image.Image, max_side: int = 256, quality: int = 80) -> bytes:
+    """A small baseline JPEG (longest side <= max_side, no metadata) of any image."""
+    picture = _display_rgb(image)
+    scale = min(1.0, max_side / max(picture.size))
+    target = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+    if target != picture.size:
+        picture = picture.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=quality, optimize=False, progressive=False)
+    return buffer.getvalue()
+
+
+def open_thumbnail(path: str | os.PathLike, max_side: int = 256, quality: int = 80,
+                   crop_size: tuple[int, int] | None = None) -> bytes:
+    """`thumbnail_jpeg` of an image file, decoded at reduced size where the format allows
+    (JPEG draft mode) and with its EXIF orientation applied. `crop_size` (w, h) keeps only
+    the photo part of an overlay made by this module. Raises OSError/ValueError if
+    unreadable; only regular files are opened (never a FIFO or a device)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"not a regular file: {path}")
+    with Image.open(path) as image:
+        if crop_size is None:
+            image.draft("RGB", (max_side, max_side))
+            picture = ImageOps.exif_transpose(image)
+        else:
+            box = photo_box(image.size, crop_size)
+            picture = image.crop(box) if box else image.copy()
+        return thumbnail_jpeg(picture, max_side, quality)

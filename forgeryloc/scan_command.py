@@ -1,0 +1,154 @@
+"""`forgeryloc scan` end to end: check the request, find the inputs, load the weights, run the
+scan with progress on stderr, write the reports, and choose the exit code."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from . import __version__
+from .discover import DiscoveryError, is_within, discover_inputs
+from .predict import Predictor, pick_device
+from .scan import OutputError, ScanSettings, run_scan
+from .weights import CheckpointError, default_weights_path, load_model, sha256_file
+
+EXIT_OK, EXIT_USAGE, EXIT_UNREADABLE, EXIT_OUTPUT = 0, 2, 3, 4
+
+
+@dataclass
+class ScanRequest:
+    paths: list[str]
+    output: Path
+    weights: Optional[Path] = None
+    mode: str = "resize"
+    threshold: Optional[float] = None
+    flag_threshold: Optional[float] = None
+    batch_size: int = 8
+    workers: int = 2
+    device: str = "auto"
+    max_pixels: int = 100_000_000
+    tile_overlap: float = 0.25
+    resume: bool = False
+    jsonl: bool = False
+    quiet: bool = False
+    thumbnails: bool = True
+    allow_output_in_input: bool = False
+    command_line: list[str] = field(default_factory=list)
+    flagged: bool = False  # set by execute_scan
+
+
+def _error(console: Console, message: str) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def execute_scan(request: ScanRequest, console: Console) -> int:
+    if request.mode not in ("resize", "tile"):
+        _error(console, f"--mode must be resize or tile, not {request.mode!r}")
+        return EXIT_USAGE
+    output = Path(request.output)
+    if output.exists() and not output.is_dir():
+        _error(console, f"{output}: exists and is not a folder")
+        return EXIT_USAGE
+    folders = [p for p in request.paths if p != "-" and os.path.isdir(p)]
+    inside = [f for f in folders if is_within(str(output), f)]
+    if inside and not request.allow_output_in_input:
+        _error(console, f"the output folder {output} is inside the input folder {inside[0]}; "
+                        f"choose another --output (or pass --allow-output-in-input)")
+        return EXIT_USAGE
+    try:
+        stdin_lines = sys.stdin if "-" in request.paths else ()
+        entries = discover_inputs(request.paths, stdin_lines, exclude=[output])
+    except DiscoveryError as error:
+        _error(console, str(error))
+        return EXIT_USAGE
+    if not entries:
+        _error(console, "no images found in " + ", ".join(request.paths))
+        return EXIT_USAGE
+
+    try:
+        weights = Path(request.weights) if request.weights else default_weights_path()
+        model, card = load_model(weights)
+        device = pick_device(request.device)
+    except (CheckpointError, ValueError) as error:
+        _error(console, str(error))
+        return EXIT_USAGE
+    predictor = Predictor(model, card, device)
+    settings = ScanSettings(
+        mode=request.mode,
+        threshold=card.threshold if request.threshold is None else request.threshold,
+        flag_threshold=(card.score_threshold if request.flag_threshold is None
+                        else request.flag_threshold),
+        batch_size=request.batch_size, workers=request.workers, max_pixels=request.max_pixels,
+        tile_overlap=request.tile_overlap)
+    weights_sha256 = sha256_file(weights)
+    header = {"tool": f"forgeryloc {__version__}", "weights_sha256": weights_sha256,
+              "settings": settings.fingerprint()}
+
+    show_progress = not request.quiet and console.is_terminal
+    progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=console, disable=not show_progress)
+    task = progress.add_task("scan", total=len(entries))
+
+    stdout_closed: list[bool] = []
+
+    def on_record(record: dict) -> None:
+        progress.advance(task)
+        if record["error"]:
+            progress.console.print(f"[yellow]skipped[/] {escape(record['path'])}: "
+                                   f"{escape(record['error'])}", highlight=False, soft_wrap=True)
+        if request.jsonl and not stdout_closed:
+            try:
+                sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
+                sys.stdout.flush()
+            except BrokenPipeError:  # e.g. piped into `head`: the scan itself goes on
+                stdout_closed.append(True)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+
+    try:
+        with progress:
+            result = run_scan(entries, output, predictor, settings, header,
+                              resume=request.resume, on_record=on_record)
+    except OutputError as error:
+        _error(console, str(error))
+        return EXIT_OUTPUT
+    except ValueError as error:  # a journal made with other settings
+        _error(console, str(error))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error(console, "interrupted: finished images are kept; rerun the same command with "
+                        "--resume to finish the rest")
+        return 130
+
+    run = {
+        "tool": "forgeryloc", "version": __version__, "command_line": request.command_line,
+        "weights": {"path": str(weights), "sha256": weights_sha256,
+                    "config": card.config.name, "input_size": card.input_size,
+                    "embeddings": card.embeddings},
+        "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+        "settings": asdict(settings), "started": result.started, "finished": result.finished,
+        "counts": result.counts,
+        "image_score": "mean of the top 1% of pixel probabilities",
+    }
+    from .report import write_reports
+    try:
+        write_reports(output, run, result.records, thumbnails=request.thumbnails)
+    except OSError as error:
+        _error(console, f"cannot write the reports in {output}: {error.strerror or error}")
+        return EXIT_OUTPUT
+    counts = result.counts
+    request.flagged = counts["flagged"] > 0
+    if not request.quiet:
+        console.print(f"scanned {counts['scanned']} of {counts['inputs']} images, "
+                      f"{counts['flagged']} flagged, {counts['unreadable']} unreadable; "
+                      f"report: {escape(str(output / 'report.html'))}", highlight=False)
+    return EXIT_UNREADABLE if counts["unreadable"] else EXIT_OK
