@@ -292,6 +292,10 @@ def test_kind_mix_follows_the_fractions(library):
     assert 8 <= kinds.count("authentic") <= 30
     with pytest.raises(ValueError):
         ForgerySynthesizer(library, kinds={"warp": 1.0})
+    single = PhotoLibrary([library.paths[0]])
+    assert "splice" not in ForgerySynthesizer(single).kinds  # needs a second photo
+    with pytest.raises(ValueError):
+        ForgerySynthesizer(single, kinds={"splice": 1.0})
 
 
 # ----------------------------------------------------------------------------- determinism
@@ -383,10 +387,13 @@ def test_write_dataset_layout(photo_root, tmp_path):
     leftovers = [p for p in out.rglob(".*")]
     assert not leftovers, f"temporary files left behind: {leftovers}"
 
-    write_dataset([photo_root], out, count=10, seed=5, authentic_fraction=0.3)
-    images = list((out / "tampered").iterdir()) + list((out / "authentic").iterdir())
-    assert len(images) == 10  # a rerun replaced, not mixed, the earlier files
-    assert len(list((out / "masks").iterdir())) == len(list((out / "tampered").iterdir()))
+    (out / "tampered" / "mine.png").write_bytes(b"not ours")
+    write_dataset([photo_root], out, count=6, seed=5, authentic_fraction=0.3)
+    rerun = json.loads((out / "manifest.json").read_text())
+    expected = sorted([Path(sample["image"]).name for sample in rerun["samples"]] + ["mine.png"])
+    images = sorted(p.name for folder in ("tampered", "authentic") for p in (out / folder).iterdir())
+    assert images == expected  # the earlier run's extra files are gone, foreign files kept
+    assert len(list((out / "masks").iterdir())) == len(list((out / "tampered").iterdir())) - 1
 
 
 # ----------------------------------------------------------------------------- real photos

@@ -17,6 +17,7 @@ import io
 import json
 import math
 import os
+import re
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ MAX_MASK_FRACTION = 0.40
 SEGMENT_FRACTION = (0.01, 0.35)  # usable share of a photo for a segment (never the largest)
 MAX_ATTEMPTS = 12  # regions that come out degenerate are redrawn this many times
 LOAD_ATTEMPTS = 8  # unreadable photos are skipped this many times
+SAMPLE_NAME = re.compile(r"synth_\d{6,}\.(png|jpg)")  # files write_dataset owns
 RESAMPLERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
 
 # How often each option is drawn (probabilities), per manipulation and for post-processing.
@@ -595,7 +597,7 @@ class ForgerySynthesizer:
             image, mask, details = result
             if MIN_MASK_FRACTION * total <= mask.sum() <= MAX_MASK_FRACTION * total:
                 return kind, image, mask, {**details, "attempts": attempt + 1}
-        image, mask, details = _retouch(rng, target)
+        image, mask, details = target.copy(), np.zeros(target.shape[:2], np.uint8), {}
         return "removal", image, mask, {**details, "attempts": MAX_ATTEMPTS + 1}
 
     # --- manipulations: each returns (image, mask, details) or None when degenerate
@@ -765,11 +767,12 @@ def write_dataset(photo_roots: Sequence[str | Path], out_dir: str | Path, count:
     folders = {name: out_dir / name for name in ("tampered", "masks", "authentic")}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
-    samples, kinds = [], Counter()
+    samples, kinds, kept = [], Counter(), set()
     for index in range(count):
         forgery = synthesizer.sample(index, seed)
         sample_id = f"synth_{index:06d}"
         written = _write_sample(folders, sample_id, forgery)
+        kept.update(path for path in written.values() if path)
         kinds[forgery.kind] += 1
         samples.append({"id": sample_id, "kind": forgery.kind,
                         **{key: path.relative_to(out_dir).as_posix() if path else None
@@ -781,24 +784,28 @@ def write_dataset(photo_roots: Sequence[str | Path], out_dir: str | Path, count:
                 "photos": len(library), "samples": samples}
     manifest_path = out_dir / "manifest.json"
     _write_atomic(manifest_path, json.dumps(manifest, indent=1).encode())
+    _remove_stale(folders.values(), kept)
     return {"out_dir": str(out_dir), "count": count, "photos": len(library),
             "tampered": count - kinds["authentic"], "authentic": kinds["authentic"],
             "kinds": dict(sorted(kinds.items())), "manifest": str(manifest_path)}
 
 
 def _write_sample(folders: dict[str, Path], sample_id: str, forgery: Forgery) -> dict:
-    """Writes one example; removes leftovers of the same id from an earlier run."""
+    """Writes one example's image (and mask); returns their paths."""
     extension = ".jpg" if forgery.jpeg_bytes is not None else ".png"
     image_bytes = forgery.jpeg_bytes if forgery.jpeg_bytes is not None else _png_bytes(forgery.image)
     tampered = forgery.kind != "authentic"
     image_path = folders["tampered" if tampered else "authentic"] / (sample_id + extension)
     mask_path = folders["masks"] / (sample_id + ".png") if tampered else None
-    for folder in ("tampered", "authentic", "masks"):
-        for stale in (".png", ".jpg"):
-            path = folders[folder] / (sample_id + stale)
-            if path not in (image_path, mask_path) and path.exists():
-                path.unlink()
     _write_atomic(image_path, image_bytes)
     if mask_path is not None:
         _write_atomic(mask_path, _png_bytes(forgery.mask * np.uint8(255)))
     return {"image": image_path, "mask": mask_path}
+
+
+def _remove_stale(folders, kept: set[Path]) -> None:
+    """Deletes files an earlier run wrote under our naming scheme that this run did not."""
+    for folder in folders:
+        for path in folder.iterdir():
+            if SAMPLE_NAME.fullmatch(path.name) and path not in kept:
+                path.unlink()

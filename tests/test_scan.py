@@ -1,0 +1,166 @@
+"""End-to-end tests of `forgeryloc scan` through the CLI, on tiny folders and a tiny model."""
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from forgeryloc.cli import app
+from forgeryloc.render import read_probability_png
+
+
+def _photo(height: int, width: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / max(width - 1, 1), y * 255 / max(height - 1, 1),
+                     np.full_like(x, 128)], axis=-1)
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def folder(tmp_path) -> Path:
+    root = tmp_path / "evidence"
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(_photo(60, 80, 0)).save(root / "a.jpg", quality=90)
+    Image.fromarray(_photo(60, 80, 1)).save(root / "a.png")
+    Image.fromarray(_photo(100, 70, 2)).convert("CMYK").save(root / "sub" / "cmyk.jpg")
+    Image.fromarray((_photo(40, 50, 3)[..., 0].astype(np.uint16) * 257)).save(root / "sub" / "deep.png")
+    (root / "broken.jpg").write_bytes(b"this is not a jpeg")
+    (root / "notes.txt").write_text("not an image, ignored when walking folders")
+    return root
+
+
+def _scan(args, input=None):
+    return CliRunner().invoke(app, ["scan", *map(str, args)], input=input)
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+def test_scan_writes_every_output_and_reports_the_bad_file(folder, tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    result = _scan([folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0"])
+    assert result.exit_code == 3, result.output
+    assert "broken.jpg" in result.output and "Traceback" not in result.output
+    report = _report(out)
+    images = {r["relative_path"]: r for r in report["images"]}
+    assert set(images) == {"a.jpg", "a.png", "broken.jpg", "sub/cmyk.jpg", "sub/deep.png"}
+    assert images["broken.jpg"]["error"] and images["broken.jpg"]["score"] is None
+    for name in ("a.jpg", "a.png", "sub/cmyk.jpg", "sub/deep.png"):
+        record = images[name]
+        assert record["error"] is None
+        data = (folder / name).read_bytes()
+        assert record["sha256"] == hashlib.sha256(data).hexdigest()
+        with Image.open(folder / name) as original:
+            size = original.size
+        assert (record["width"], record["height"]) == size
+        for kind in ("overlay", "mask", "prob", "difficulty"):
+            assert record["outputs"][kind] == f"{name}.{kind}.png"
+            assert (out / record["outputs"][kind]).is_file()
+        with Image.open(out / f"{name}.mask.png") as mask:
+            assert mask.size == size and mask.mode == "L"
+        prob = read_probability_png(out / f"{name}.prob.png")
+        assert prob.shape == (size[1], size[0])
+        assert record["area"] == pytest.approx((prob >= 0.5).mean(), abs=2e-3)
+        assert 0.0 <= record["score"] <= 1.0 and record["difficulty"]["label"] in ("easy", "hard")
+    run = report["run"]
+    assert run["weights"]["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    counts = run["counts"]
+    assert (counts["inputs"], counts["scanned"], counts["unreadable"]) == (5, 4, 1)
+    assert counts["flagged"] == sum(bool(r["flagged"]) for r in report["images"])
+    rows = list(csv.DictReader(open(out / "report.csv", encoding="utf-8")))
+    assert len(rows) == 5
+    assert not list(folder.rglob("*.overlay.png")), "nothing may be written beside the inputs"
+
+
+def test_exit_codes_for_clean_and_flagged_batches(folder, tmp_path, tiny_checkpoint):
+    (folder / "broken.jpg").unlink()
+    out = tmp_path / "out"
+    assert _scan([folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0"]).exit_code == 0
+    flagged = _scan([folder, "-o", tmp_path / "o2", "--weights", tiny_checkpoint, "--workers",
+                     "0", "--flag-threshold", "0", "--fail-on-flag"])
+    assert flagged.exit_code == 1
+    assert all(r["flagged"] for r in _report(tmp_path / "o2")["images"])
+
+
+def test_usage_errors_exit_2(folder, tmp_path, tiny_checkpoint):
+    assert _scan([tmp_path / "missing", "-o", tmp_path / "o", "--weights", tiny_checkpoint]).exit_code == 2
+    inside = _scan([folder, "-o", folder / "out", "--weights", tiny_checkpoint])
+    assert inside.exit_code == 2 and "inside the input folder" in inside.output
+    bad_weights = tmp_path / "w.safetensors"
+    bad_weights.write_bytes(b"nope")
+    assert _scan([folder, "-o", tmp_path / "o", "--weights", bad_weights]).exit_code == 2
+    assert _scan([folder, "-o", tmp_path / "o", "--weights", tiny_checkpoint, "--mode", "x"]).exit_code == 2
+
+
+def test_stdin_globs_and_jsonl(folder, tmp_path, tiny_checkpoint):
+    out = tmp_path / "out"
+    listing = f"{folder / 'a.jpg'}\n{folder / 'sub' / 'cmyk.jpg'}\n"
+    result = _scan(["-", str(folder / "*.png"), "-o", out, "--weights", tiny_checkpoint,
+                    "--workers", "0", "--jsonl", "--quiet"], input=listing)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [Path(r["path"]).name for r in lines] == ["a.jpg", "cmyk.jpg", "a.png"]
+    assert {r["relative_path"] for r in lines} == {"a.jpg", "sub/cmyk.jpg", "a.png"}
+
+
+def test_resume_skips_finished_images(folder, tmp_path, tiny_checkpoint):
+    (folder / "broken.jpg").unlink()
+    out = tmp_path / "out"
+    args = [folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0"]
+    assert _scan(args).exit_code == 0
+    first = _report(out)
+    journal_lines = (out / "journal.jsonl").read_text().splitlines()
+    Image.fromarray(_photo(50, 50, 9)).save(folder / "new.png")
+    resumed = _scan([*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    new_lines = (out / "journal.jsonl").read_text().splitlines()[len(journal_lines):]
+    assert [json.loads(line)["relative_path"] for line in new_lines] == ["new.png"]
+    second = _report(out)
+    assert len(second["images"]) == len(first["images"]) + 1
+    old = {r["relative_path"]: r for r in first["images"]}
+    for record in second["images"]:
+        if record["relative_path"] in old:
+            assert record == old[record["relative_path"]]
+    other = _scan([*args, "--resume", "--threshold", "0.3"])
+    assert other.exit_code == 2 and "other weights or settings" in other.output
+
+
+def test_inputs_are_untouched_and_results_reproducible(folder, tmp_path, tiny_checkpoint):
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    for name in ("o1", "o2"):
+        _scan([folder, "-o", tmp_path / name, "--weights", tiny_checkpoint, "--workers", "0"])
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    assert before == after
+    one, two = _report(tmp_path / "o1"), _report(tmp_path / "o2")
+    assert one["images"] == two["images"]
+    for record in one["images"]:
+        if record["outputs"]:
+            for kind, rel in record["outputs"].items():
+                assert (tmp_path / "o1" / rel).read_bytes() == (tmp_path / "o2" / rel).read_bytes()
+
+
+def test_tile_mode_covers_the_native_resolution(tmp_path, tiny_checkpoint):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    Image.fromarray(_photo(150, 200, 4)).save(folder / "wide.png")
+    out = tmp_path / "out"
+    result = _scan([folder, "-o", out, "--weights", tiny_checkpoint, "--mode", "tile",
+                    "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    prob = read_probability_png(out / "wide.png.prob.png")
+    assert prob.shape == (150, 200)
+    assert _report(out)["run"]["settings"]["mode"] == "tile"
+
+
+def test_worker_processes_give_the_same_report(folder, tmp_path, tiny_checkpoint):
+    _scan([folder, "-o", tmp_path / "w0", "--weights", tiny_checkpoint, "--workers", "0"])
+    _scan([folder, "-o", tmp_path / "w2", "--weights", tiny_checkpoint, "--workers", "2"])
+    assert _report(tmp_path / "w0")["images"] == _report(tmp_path / "w2")["images"]
+    assert os.path.isfile(tmp_path / "w2" / "report.html")
