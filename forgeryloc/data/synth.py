@@ -81,6 +81,12 @@ class PhotoLibrary:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def __getstate__(self) -> dict:
+        """Pickled (e.g. into DataLoader workers) without the decoded-photo cache."""
+        state = self.__dict__.copy()
+        state["_cache"] = OrderedDict()
+        return state
+
     def segment_path(self, index: int) -> Path | None:
         """.../images/<stem>.<ext> pairs with .../segments/<stem>.png."""
         path = self.paths[index]
@@ -124,7 +130,8 @@ def _discover(root: Path) -> list[tuple[Path, str]]:
         return [(root, root.name)] if root.suffix.lower() in PHOTO_EXTENSIONS else []
     found = []
     for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d.lower() not in GROUND_TRUTH_DIRS)
+        dirs[:] = sorted(d for d in dirs
+                         if not d.startswith(".") and d.lower() not in GROUND_TRUTH_DIRS)
         for file in files:
             if not file.startswith(".") and Path(file).suffix.lower() in PHOTO_EXTENSIONS:
                 path = Path(folder) / file
@@ -133,7 +140,7 @@ def _discover(root: Path) -> list[tuple[Path, str]]:
 
 
 def _read_labels(path: Path | None, shape: tuple[int, int]) -> np.ndarray | None:
-    """A segment label map (8 or 16 bit kept as is), or None when absent, unreadable or mis-sized."""
+    """A segment label map (8 or 16 bit, values kept), or None if absent, unreadable, mis-sized."""
     if path is None:
         return None
     try:
@@ -171,6 +178,11 @@ def _loguniform(rng: np.random.Generator, low: float, high: float) -> float:
     return float(math.exp(rng.uniform(math.log(low), math.log(high))))
 
 
+def _sometimes(rng: np.random.Generator, probability: float, draw, otherwise=None):
+    """draw() with the given probability, else `otherwise` (the coin is always tossed)."""
+    return draw() if rng.random() < probability else otherwise
+
+
 def _bounding_crop(mask: np.ndarray) -> tuple[slice, slice] | None:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
@@ -184,8 +196,8 @@ def segment_region(rng: np.random.Generator, labels: np.ndarray,
     counts = np.bincount(labels.ravel())
     shares = counts / labels.size
     largest = int(np.argmax(counts))
-    candidates = [label for label in np.flatnonzero((shares >= fraction[0]) & (shares <= fraction[1]))
-                  if label != largest]
+    sized = np.flatnonzero((shares >= fraction[0]) & (shares <= fraction[1]))
+    candidates = [label for label in sized if label != largest]
     if not candidates:
         return None
     label = int(candidates[rng.integers(len(candidates))])
@@ -289,7 +301,8 @@ def cut_layer(image: np.ndarray, region: Region, scale: float, angle: float, fli
     rotated about its centre; alpha is binary, or feathered by a Gaussian of sigma `feather`."""
     pad = int(math.ceil((feather_reach(feather) + 2) / min(scale, 1.0))) + 1
     height, width = region.mask.shape
-    rgb = _padded_crop(image, region.top - pad, region.left - pad, height + 2 * pad, width + 2 * pad)
+    rgb = _padded_crop(image, region.top - pad, region.left - pad,
+                       height + 2 * pad, width + 2 * pad)
     alpha = np.pad(region.mask, pad).astype(np.uint8) * 255
     if flip:
         rgb, alpha = rgb[:, ::-1], alpha[:, ::-1]
@@ -317,7 +330,8 @@ def _affine(rgb: np.ndarray, alpha: np.ndarray, scale: float, angle: float, resa
     f = height / 2 - (d * out_w / 2 + e * out_h / 2)
     data = (a, b, c, d, e, f)
     rgb_out = Image.fromarray(rgb).transform((out_w, out_h), Image.AFFINE, data, resample)
-    alpha_out = Image.fromarray(alpha).transform((out_w, out_h), Image.AFFINE, data, Image.BILINEAR)
+    alpha_out = Image.fromarray(alpha).transform((out_w, out_h), Image.AFFINE, data,
+                                                 Image.BILINEAR)
     return np.asarray(rgb_out), np.asarray(alpha_out)
 
 
@@ -410,7 +424,8 @@ def push_pull_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     for premultiplied, weight in reversed(levels[:-1]):
         coarse = _upsample(estimate, weight.shape)
         share = np.minimum(weight, 1.0)[..., None]
-        estimate = premultiplied / np.maximum(weight, 1e-6)[..., None] * share + coarse * (1 - share)
+        own = premultiplied / np.maximum(weight, 1e-6)[..., None]
+        estimate = own * share + coarse * (1 - share)
     return np.where(known[..., None], values, estimate)
 
 
@@ -433,7 +448,8 @@ def smooth_fill_layer(rng: np.random.Generator, image: np.ndarray, region: Regio
     margin = max(4, max(region.mask.shape) // 4)
     height, width = region.mask.shape
     top, left = region.top - margin, region.left - margin
-    crop = _padded_crop(image, top, left, height + 2 * margin, width + 2 * margin).astype(np.float32)
+    crop = _padded_crop(image, top, left, height + 2 * margin, width + 2 * margin)
+    crop = crop.astype(np.float32)
     hole = np.pad(region.mask, margin)
     filled = push_pull_fill(crop, ~hole)
     residual = crop - ndimage.uniform_filter(crop, size=(3, 3, 1), mode="nearest")
@@ -454,7 +470,7 @@ def texture_fill_layer(rng: np.random.Generator, image: np.ndarray, region: Regi
         distance = rng.uniform(0.6, 1.4) * max(height, width)
         dy, dx = round(distance * math.sin(direction)), round(distance * math.cos(direction))
         top, left = region.top + dy, region.left + dx
-        if 0 <= top and top + height <= image.shape[0] and 0 <= left and left + width <= image.shape[1]:
+        if 0 <= top <= image.shape[0] - height and 0 <= left <= image.shape[1] - width:
             source = Region(region.mask, top, left, {})
             layer = cut_layer(image, source, 1.0, 0.0, False, feather, "bilinear")
             pad = (layer.alpha.shape[0] - height) // 2
@@ -537,7 +553,8 @@ class ForgerySynthesizer:
         self.library = library
         self.authentic_fraction = authentic_fraction
         self.kinds = list(weights)
-        self.kind_probabilities = np.array([weights[k] for k in self.kinds]) / sum(weights.values())
+        total = sum(weights.values())
+        self.kind_probabilities = np.array([weights[k] / total for k in self.kinds])
         self.postprocess = postprocess
 
     def sample(self, index: int, seed: int) -> Forgery:
@@ -597,7 +614,7 @@ class ForgerySynthesizer:
             image, mask, details = result
             if MIN_MASK_FRACTION * total <= mask.sum() <= MAX_MASK_FRACTION * total:
                 return kind, image, mask, {**details, "attempts": attempt + 1}
-        image, mask, details = target.copy(), np.zeros(target.shape[:2], np.uint8), {}
+        image, mask, details = _retouch(rng, target)
         return "removal", image, mask, {**details, "attempts": MAX_ATTEMPTS + 1}
 
     # --- manipulations: each returns (image, mask, details) or None when degenerate
@@ -616,19 +633,20 @@ class ForgerySynthesizer:
             return None
         if resized and region.info["source"] == "segment":  # fit the object to the wanted area
             scale = float(np.clip(math.sqrt(wanted / region.area), 0.5, 1.5))
-        angle = float(rng.uniform(-30, 30)) if rng.random() < SPLICE_ODDS["rotate"] else 0.0
-        flip = bool(rng.random() < SPLICE_ODDS["flip"])
-        feather = float(rng.uniform(1.0, 3.0)) if rng.random() < SPLICE_ODDS["feather"] else 0.0
+        odds = SPLICE_ODDS
+        angle = _sometimes(rng, odds["rotate"], lambda: float(rng.uniform(-30, 30)), 0.0)
+        flip = bool(rng.random() < odds["flip"])
+        feather = _sometimes(rng, odds["feather"], lambda: float(rng.uniform(1.0, 3.0)), 0.0)
         resample = ("bilinear", "bicubic")[int(rng.integers(2))]
         layer = cut_layer(donor, region, scale, angle, flip, feather, resample)
         if layer is None:
             return None
-        donor_jpeg = int(rng.integers(50, 96)) if rng.random() < SPLICE_ODDS["donor_jpeg"] else None
+        donor_jpeg = _sometimes(rng, odds["donor_jpeg"], lambda: int(rng.integers(50, 96)))
         if donor_jpeg is not None:  # the donor came from a differently compressed file
             rgb = np.clip(np.rint(layer.rgb), 0, 255).astype(np.uint8)
             layer.rgb = decode_jpeg(encode_jpeg(rgb, donor_jpeg)).astype(np.float32)
         top, left = place_inside(rng, target.shape[:2], layer.region_box())
-        strength = float(rng.uniform(0.3, 1.0)) if rng.random() < SPLICE_ODDS["colour_match"] else None
+        strength = _sometimes(rng, odds["colour_match"], lambda: float(rng.uniform(0.3, 1.0)))
         if strength is not None:
             window = _window(target.shape[:2], layer.alpha.shape, top, left)
             match_colours(layer, target[window[0]], strength)
@@ -642,15 +660,15 @@ class ForgerySynthesizer:
 
     def _copy_move(self, rng: np.random.Generator, photo: np.ndarray, labels: np.ndarray | None):
         area = _loguniform(rng, 0.01, 0.2) * photo.shape[0] * photo.shape[1]
-        region = pick_region(rng, photo.shape[:2], labels, area,
-                             ("blob", "polygon", "rectangle"), (0.01, 0.2), COPY_MOVE_ODDS["segment"])
+        odds = COPY_MOVE_ODDS
+        region = pick_region(rng, photo.shape[:2], labels, area, ("blob", "polygon", "rectangle"),
+                             (0.01, 0.2), odds["segment"])
         if region is None:
             return None
-        odds = COPY_MOVE_ODDS
-        scale = float(rng.uniform(0.7, 1.3)) if rng.random() < odds["resize"] else 1.0
-        angle = float(rng.uniform(-30, 30)) if rng.random() < odds["rotate"] else 0.0
+        scale = _sometimes(rng, odds["resize"], lambda: float(rng.uniform(0.7, 1.3)), 1.0)
+        angle = _sometimes(rng, odds["rotate"], lambda: float(rng.uniform(-30, 30)), 0.0)
         flip = bool(rng.random() < odds["flip"])
-        feather = float(rng.uniform(1.0, 3.0)) if rng.random() < odds["feather"] else 0.0
+        feather = _sometimes(rng, odds["feather"], lambda: float(rng.uniform(1.0, 3.0)), 0.0)
         resample = ("bilinear", "bicubic")[int(rng.integers(2))]
         layer = cut_layer(photo, region, scale, angle, flip, feather, resample)
         if layer is None:
@@ -673,7 +691,8 @@ class ForgerySynthesizer:
         best, best_overlap = None, None
         for _ in range(6):
             top, left = place_inside(rng, shape, box)
-            placed = (top + box[0].start, left + box[1].start, top + box[0].stop, left + box[1].stop)
+            placed = (top + box[0].start, left + box[1].start,
+                      top + box[0].stop, left + box[1].stop)
             overlap = (max(0, min(placed[2], source[2]) - max(placed[0], source[0]))
                        * max(0, min(placed[3], source[3]) - max(placed[1], source[1])))
             if best_overlap is None or overlap < best_overlap:
@@ -690,7 +709,8 @@ class ForgerySynthesizer:
             return None
         placed = None
         if rng.random() < REMOVAL_ODDS["texture"]:
-            feather = float(rng.uniform(1.0, 2.0)) if rng.random() < REMOVAL_ODDS["feather"] else 0.0
+            feather = _sometimes(rng, REMOVAL_ODDS["feather"],
+                                 lambda: float(rng.uniform(1.0, 2.0)), 0.0)
             placed = texture_fill_layer(rng, photo, region, feather)
             if placed is not None:
                 placed[3]["feather"] = round(feather, 3)
@@ -713,8 +733,9 @@ def _retouch(rng: np.random.Generator, photo: np.ndarray):
     layer = Layer(np.clip(window + delta, 0, 255).astype(np.float32),
                   np.ones((box_h, box_w), np.float32))
     image, mask = composite(photo, layer, top, left)
-    return image, mask, {"region": {"source": "rectangle"}, "source_box": [top, left, box_h, box_w],
-                         "fill": "brightness", "delta": delta, "feather": 0.0}
+    details = {"region": {"source": "rectangle"}, "source_box": [top, left, box_h, box_w],
+               "fill": "brightness", "delta": delta, "feather": 0.0}
+    return image, mask, details
 
 
 def _box(region: Region) -> list[int]:
@@ -793,7 +814,7 @@ def write_dataset(photo_roots: Sequence[str | Path], out_dir: str | Path, count:
 def _write_sample(folders: dict[str, Path], sample_id: str, forgery: Forgery) -> dict:
     """Writes one example's image (and mask); returns their paths."""
     extension = ".jpg" if forgery.jpeg_bytes is not None else ".png"
-    image_bytes = forgery.jpeg_bytes if forgery.jpeg_bytes is not None else _png_bytes(forgery.image)
+    image_bytes = forgery.jpeg_bytes or _png_bytes(forgery.image)
     tampered = forgery.kind != "authentic"
     image_path = folders["tampered" if tampered else "authentic"] / (sample_id + extension)
     mask_path = folders["masks"] / (sample_id + ".png") if tampered else None
