@@ -2,13 +2,14 @@
 deterministic order, each with the relative path its outputs will mirror."""
 from __future__ import annotations
 
+import functools
 import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .imaging import is_image_name
+from .imaging import is_image_name, one_line
 
 GLOB_CHARACTERS = set("*?[")
 
@@ -17,18 +18,25 @@ GLOB_CHARACTERS = set("*?[")
 class InputEntry:
     path: str           # as found (absolute), never resolved through links
     relative_path: str  # where its outputs go under OUTDIR (POSIX separators)
+    error: str | None = None  # set for a folder that could not be listed
 
 
 class DiscoveryError(ValueError):
     """An argument names nothing usable (usage error)."""
 
 
-def _walk(folder: str, exclude: list[str]) -> list[str]:
-    """Image-named files under folder; links to folders are not followed (no loops)."""
-    found = []
-    for current, folders, files in os.walk(folder, followlinks=False):
+def _walk(folder: str, exclude: list[str]) -> list[str | tuple[str, str]]:
+    """Image-named files under folder; links to folders are not followed (no loops). A
+    folder that cannot be listed comes back as (folder, reason), to be reported, not skipped."""
+    found: list[str | tuple[str, str]] = []
+
+    def unlisted(error: OSError) -> None:
+        found.append((error.filename or folder, "cannot list this folder: "
+                      + one_line(error.strerror or str(error)).lower()))
+
+    for current, folders, files in os.walk(folder, onerror=unlisted, followlinks=False):
         folders[:] = sorted(d for d in folders
-                            if not any(is_within(os.path.join(current, d), e) for e in exclude))
+                            if not _excluded(os.path.join(current, d), exclude))
         found.extend(os.path.join(current, name) for name in sorted(files) if is_image_name(name))
     return found
 
@@ -36,6 +44,20 @@ def _walk(folder: str, exclude: list[str]) -> list[str]:
 def is_within(path: str, folder: str) -> bool:
     path, folder = os.path.abspath(path), os.path.abspath(folder)
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)
+
+
+def _excluded(path: str, exclude: list[str]) -> bool:
+    """Within an excluded folder, as written or once links are resolved."""
+    if not exclude:
+        return False
+    real = os.path.join(_real_folder(os.path.dirname(os.path.abspath(path))),
+                        os.path.basename(path))
+    return any(is_within(path, e) or is_within(real, e) for e in exclude)
 
 
 def _expand(argument: str, exclude: list[str]) -> list[str]:
@@ -61,7 +83,7 @@ def discover_inputs(arguments: Iterable[str], stdin_lines: Iterable[str] = (),
     Order: arguments in the order given, each folder sorted; duplicates of the same path are
     dropped. Outputs mirror the inputs relative to their deepest common folder."""
     exclude = [os.path.abspath(e) for e in exclude]
-    paths: list[str] = []
+    paths: list[str | tuple[str, str]] = []
     for argument in arguments:
         if argument == "-":
             for line in stdin_lines:
@@ -70,10 +92,13 @@ def discover_inputs(arguments: Iterable[str], stdin_lines: Iterable[str] = (),
                     paths.extend(_expand(line, exclude))
         else:
             paths.extend(_expand(argument, exclude))
-    unique = list(dict.fromkeys(os.path.abspath(p) for p in paths))
-    unique = [p for p in unique if not any(is_within(p, e) for e in exclude)]
+    problems = {os.path.abspath(p[0]): p[1] for p in paths if isinstance(p, tuple)}
+    unique = list(dict.fromkeys(os.path.abspath(p if isinstance(p, str) else p[0])
+                                for p in paths))
+    unique = [p for p in unique if not _excluded(p, exclude)]
+    _real_folder.cache_clear()
     if not unique:
         return []
     root = os.path.commonpath([os.path.dirname(p) for p in unique])
-    return [InputEntry(path=p, relative_path=Path(os.path.relpath(p, root)).as_posix())
-            for p in unique]
+    return [InputEntry(path=p, relative_path=Path(os.path.relpath(p, root)).as_posix(),
+                       error=problems.get(p)) for p in unique]

@@ -1,9 +1,13 @@
 """Safe image decoding: read-only, size-limited, orientation applied, any mode to 8-bit RGB."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import io
 import os
+import stat
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +19,10 @@ DEFAULT_MAX_PIXELS = 100_000_000  # 100 megapixels, about 400 MB decoded as RGB
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif",
                     ".jfif", ".ppm", ".pgm", ".pbm", ".pnm", ".tga", ".ico", ".dib", ".jp2",
                     ".j2k", ".heic", ".avif"}
+# The decoders Pillow may use: the formats of IMAGE_EXTENSIONS, all parsed inside Pillow. Others
+# are never tried, whatever a file's content claims (EPS, for one, would run Ghostscript).
+DECODERS = ("JPEG", "PNG", "TIFF", "BMP", "DIB", "WEBP", "GIF", "PPM", "TGA", "ICO",
+            "JPEG2000", "AVIF", "HEIF")
 EXIF_FIELDS = {"Make": 0x010F, "Model": 0x0110, "Software": 0x0131, "DateTime": 0x0132}
 EXIF_SUBFIELDS = {"DateTimeOriginal": 0x9003, "DateTimeDigitized": 0x9004}
 
@@ -35,9 +43,25 @@ class ImageMeta:
 
 
 def read_bytes(path: str | Path) -> bytes:
-    """Reads a whole file through a read-only descriptor."""
+    """Reads a whole regular file through a read-only descriptor (O_NOATIME where allowed).
+
+    Anything else is refused without waiting or reading: a FIFO would block the scan for ever
+    and a device such as /dev/zero would never end."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
     try:
-        with open(path, "rb") as handle:
+        try:
+            descriptor = os.open(path, flags | getattr(os, "O_NOATIME", 0))
+        except PermissionError as error:
+            if error.errno != errno.EPERM:  # EPERM: O_NOATIME on a file of another user
+                raise
+            descriptor = os.open(path, flags)
+        with os.fdopen(descriptor, "rb") as handle:
+            kind = os.fstat(descriptor).st_mode
+            if stat.S_ISDIR(kind):
+                raise IsADirectoryError
+            if not stat.S_ISREG(kind):
+                raise ImageReadError(f"not a regular file ({_file_kind(kind)})")
             return handle.read()
     except IsADirectoryError:
         raise ImageReadError("is a directory") from None
@@ -46,7 +70,20 @@ def read_bytes(path: str | Path) -> bytes:
     except FileNotFoundError:
         raise ImageReadError("file not found (or dangling link)") from None
     except OSError as error:
-        raise ImageReadError(error.strerror or str(error)) from None
+        raise ImageReadError(one_line(error.strerror or str(error))) from None
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "named pipe"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def one_line(text: str) -> str:
+    """Control characters (newlines in a file name, say) written as escapes."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -54,20 +91,46 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def _exif_fields(image: Image.Image) -> tuple[dict, int]:
+    """Camera fields and orientation; a broken EXIF block (or any broken field) only loses
+    what it breaks, never the image."""
     try:
         exif = image.getexif()
-        fields = {name: exif.get(tag) for name, tag in EXIF_FIELDS.items() if exif.get(tag)}
-        sub = exif.get_ifd(ExifTags.IFD.Exif)
-        fields.update({name: sub.get(tag) for name, tag in EXIF_SUBFIELDS.items() if sub.get(tag)})
-        orientation = int(exif.get(0x0112, 1) or 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the image
+    except Exception:  # noqa: BLE001
         return {}, 1
+    fields = {}
+    for name, tag in EXIF_FIELDS.items():
+        with contextlib.suppress(Exception):
+            fields[name] = exif.get(tag)
+    with contextlib.suppress(Exception):
+        sub = exif.get_ifd(ExifTags.IFD.Exif)
+        fields.update({name: sub.get(tag) for name, tag in EXIF_SUBFIELDS.items()})
+    try:
+        orientation = int(exif.get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - e.g. text where a number belongs
+        orientation = 1
     clean = {}
     for name, value in fields.items():
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
-        clean[name] = str(value).strip("\x00 ").strip()
+        if isinstance(value, (str, int, float)):
+            clean[name] = one_line(str(value).strip("\x00 ").strip())
     return {k: v for k, v in clean.items() if v}, orientation if 1 <= orientation <= 8 else 1
+
+
+@contextlib.contextmanager
+def _pillow_pixel_limit(limit: int | None):
+    """Sets Pillow's own decompression-bomb limit (a module global) for a while."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = limit
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _decoders() -> list[str]:
+    Image.init()
+    return [name for name in DECODERS if name in Image.OPEN]
 
 
 def to_rgb8(image: Image.Image) -> np.ndarray:
@@ -103,33 +166,39 @@ def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            image = Image.open(io.BytesIO(data))
+            # Opening reads the header only. Pillow's own bomb check is off for that moment so
+            # that ours decides (with the size in the message); it is back, at our limit, for
+            # everything that follows (other frames, decoding).
+            with _pillow_pixel_limit(None):
+                image = Image.open(io.BytesIO(data), formats=_decoders())
             width, height = image.size
             if max_pixels and width * height > max_pixels:
                 raise ImageReadError(f"{width}x{height} pixels exceeds the limit of {max_pixels} "
-                                     f"(raise it with --max-pixels)")
+                                     f"(refused before decoding; raise it with --max-pixels)")
             if width < 1 or height < 1:
                 raise ImageReadError(f"invalid size {width}x{height}")
-            image_format = image.format or "unknown"
-            frames = getattr(image, "n_frames", 1)
-            exif, orientation = _exif_fields(image)
-            mode = image.mode
-            image.seek(0)
-            image.load()
-            if orientation != 1:
-                try:
-                    image = ImageOps.exif_transpose(image)
-                except Exception:  # noqa: BLE001 - keep the pixels as stored
-                    orientation = 1
-            rgb = to_rgb8(image)
+            with _pillow_pixel_limit(max_pixels or None):
+                image_format = image.format or "unknown"
+                frames = getattr(image, "n_frames", 1)
+                exif, orientation = _exif_fields(image)
+                image.seek(0)
+                mode = image.mode
+                image.load()
+                if orientation != 1:
+                    try:
+                        image = ImageOps.exif_transpose(image)
+                    except Exception:  # noqa: BLE001 - keep the pixels as stored
+                        orientation = 1
+                rgb = to_rgb8(image)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
         raise ImageReadError("not a recognised image format") from None
     except Image.DecompressionBombError as error:
-        raise ImageReadError(f"refused as a decompression bomb ({error})") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImageReadError(f"refused as a decompression bomb ({one_line(error)})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError, KeyError,
+            TypeError, struct.error, ZeroDivisionError) as error:
+        reason = one_line(str(error).splitlines()[0]) if str(error) else type(error).__name__
         raise ImageReadError(f"corrupt or truncated image ({reason})") from None
     meta = ImageMeta(width=rgb.shape[1], height=rgb.shape[0], format=image_format, mode=mode,
                      frames=frames, orientation=orientation, exif=exif)

@@ -57,8 +57,13 @@ def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - unpickling errors have many types
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConversionError(f"{path}: not a safe PyTorch checkpoint ({first_line})") from None
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        # The line that names what the pickle wanted (e.g. "... GLOBAL posix.system ..."),
+        # rather than torch's advice to retry with weights_only=False.
+        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line),
+                      lines[0] if lines else type(error).__name__)
+        raise ConversionError(f"{path}: refused, not a plain checkpoint of tensors ({reason}); "
+                              f"nothing in it was run") from None
     state = payload.get("model_state_dict", payload) if isinstance(payload, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ConversionError(f"{path}: no model_state_dict of tensors found")

@@ -12,14 +12,14 @@ def resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     """H x W x 3 uint8 -> height x width x 3 uint8, bilinear (antialiased when shrinking)."""
     if rgb.shape[:2] == (height, width):
         return rgb
-    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
+    return np.array(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
 
 
 def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """H x W uint8 -> height x width uint8, nearest neighbour (keeps the labels exact)."""
     if mask.shape[:2] == (height, width):
         return mask
-    return np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
+    return np.array(Image.fromarray(mask).resize((width, height), Image.NEAREST))
 
 
 def to_tensor(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

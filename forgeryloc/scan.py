@@ -2,9 +2,11 @@
 a writer thread turns findings into files, and a journal makes the scan resumable."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +20,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .discover import InputEntry
-from .imaging import DEFAULT_MAX_PIXELS, ImageReadError, decode_image, read_bytes, sha256_bytes
+from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_image, one_line, read_bytes,
+                      sha256_bytes)
 from .predict import Finding, Predictor
 from .preprocess import resize_rgb, to_tensor
 
@@ -60,6 +63,9 @@ class ScanInputs(Dataset):
     def __getitem__(self, index: int) -> dict:
         entry = self.entries[index]
         item = {"index": index}
+        if entry.error:
+            item["error"] = entry.error
+            return item
         try:
             data = read_bytes(entry.path)
             item.update(sha256=sha256_bytes(data), bytes=len(data))
@@ -72,7 +78,8 @@ class ScanInputs(Dataset):
             item["error"] = str(error)
             return item
         except Exception as error:  # noqa: BLE001 - one bad file never stops the batch
-            item["error"] = f"unexpected decoder failure ({type(error).__name__}: {error})"
+            item["error"] = one_line(f"unexpected decoder failure ({type(error).__name__}: "
+                                     f"{str(error)[:200]})")
             return item
         height, width = meta.height, meta.width
         item["meta"] = {"width": width, "height": height, "format": meta.format,
@@ -95,6 +102,18 @@ def _preview(rgb: np.ndarray, max_side: int) -> np.ndarray:
 
 def _collate(items: list[dict]) -> list[dict]:
     return items
+
+
+def _forward(predictor: Predictor, inputs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's outputs for a list of inputs. On the CPU each image goes through alone:
+    CPU kernels choose their blocking, hence their rounding, by batch size, so a batch would
+    make an image's numbers depend on which images share it (and an interrupted, resumed scan
+    would differ in the last digits from an uninterrupted one). Batching hardly speeds up CPU
+    inference anyway; GPUs keep their batches."""
+    if predictor.device.type != "cpu" or len(inputs) == 1:
+        return predictor.forward(torch.stack(inputs))
+    parts = [predictor.forward(one[None]) for one in inputs]
+    return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
 
 # ---- outputs ----------------------------------------------------------------------------
@@ -140,19 +159,31 @@ class Journal:
     def __init__(self, path: Path, header: dict, resume: bool):
         self.path = path
         self.done: dict[tuple[str, str], dict] = {}
-        if resume and path.exists():
-            self._load(header)
+        if resume and path.exists() and self._load(header):
             self.handle = open(path, "a", encoding="utf-8")
         else:
             self.handle = open(path, "w", encoding="utf-8")
             self._append({"journal": header})
 
-    def _load(self, header: dict) -> None:
-        with open(self.path, encoding="utf-8") as handle:
-            lines = handle.read().split("\n")
-        if not lines or not lines[0].strip():
-            raise ValueError(f"{self.path}: empty journal")
-        first = json.loads(lines[0])["journal"]
+    def _load(self, header: dict) -> bool:
+        """Reads a journal to resume; False when it holds nothing (not even its header)."""
+        with open(self.path, "rb") as handle:
+            content = handle.read()
+        complete = content[:content.rfind(b"\n") + 1]
+        if len(complete) != len(content):
+            # A line cut short by a kill: cut it off, so what is appended next starts a
+            # line of its own (that image is simply done again).
+            with open(self.path, "r+b") as handle:
+                handle.truncate(len(complete))
+                handle.flush()
+                os.fsync(handle.fileno())
+        lines = complete.decode("utf-8", "replace").split("\n")
+        if not lines[0].strip():
+            return False
+        try:
+            first = json.loads(lines[0])["journal"]
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{self.path}: not a forgeryloc journal; use a new --output") from None
         if first != header:
             raise ValueError(f"{self.path}: this output folder was made with other weights or "
                              f"settings; use a new --output or the same settings")
@@ -160,9 +191,10 @@ class Journal:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut short by a kill: that image is simply done again
-            if record.get("error") is None and record.get("sha256"):
+                continue
+            if isinstance(record, dict) and record.get("error") is None and record.get("sha256"):
                 self.done[(record["relative_path"], record["sha256"])] = record
+        return True
 
     def _append(self, value: dict) -> None:
         self.handle.write(json.dumps(value, sort_keys=True) + "\n")
@@ -209,6 +241,36 @@ class OutputError(RuntimeError):
     """The output folder cannot be written (full disk, read-only, ...)."""
 
 
+_TEMPORARY = re.compile(r"\..+\.(\d+)\.\d+\.tmp")  # made by atomic.write_bytes_atomic
+
+
+def remove_stale_temporaries(out_dir: Path) -> int:
+    """Deletes hidden temporary files left in OUTDIR by a writer that was killed (its process
+    is gone); they never carry a final name, so nothing finished is touched."""
+    removed = 0
+    for current, _, files in os.walk(out_dir):
+        for name in files:
+            match = _TEMPORARY.fullmatch(name)
+            if not match or _process_alive(int(match[1])):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(current, name))
+                removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def run_scan(entries: list[InputEntry], out_dir: str | Path, predictor: Predictor,
              settings: ScanSettings, journal_header: dict, resume: bool = False,
              on_record: Callable[[dict], None] | None = None) -> ScanResult:
@@ -218,6 +280,8 @@ def run_scan(entries: list[InputEntry], out_dir: str | Path, predictor: Predicto
     try:
         out.mkdir(parents=True, exist_ok=True)
         journal = Journal(out / JOURNAL_NAME, journal_header, resume)
+        if resume:
+            remove_stale_temporaries(out)
     except OSError as error:
         raise OutputError(f"cannot write to {out}: {error.strerror or error}") from None
     started = _now()
@@ -256,6 +320,7 @@ def run_scan(entries: list[InputEntry], out_dir: str | Path, predictor: Predicto
     dataset = ScanInputs(entries, settings, predictor.size, predictor.info.mean,
                          predictor.info.std, done=set(journal.done))
     tiled = settings.mode == "tile"
+    on_cpu = predictor.device.type == "cpu"
     loader = DataLoader(dataset, batch_size=1 if tiled else settings.batch_size,
                         num_workers=settings.workers, collate_fn=_collate,
                         prefetch_factor=2 if settings.workers else None)
@@ -277,11 +342,12 @@ def run_scan(entries: list[InputEntry], out_dir: str | Path, predictor: Predicto
             if tiled:
                 for item in ready:
                     finding = predictor.predict_tiled(item.pop("rgb").numpy(),
-                                                      settings.tile_overlap, settings.batch_size)
+                                                      settings.tile_overlap,
+                                                      1 if on_cpu else settings.batch_size)
                     pending.append(writer.submit(write_one, item["index"], item,
                                                  lambda f=finding: f))
             elif ready:
-                outputs = predictor.forward(torch.stack([item.pop("input") for item in ready]))
+                outputs = _forward(predictor, [item.pop("input") for item in ready])
                 for j, item in enumerate(ready):
                     single = {k: v[j:j + 1] for k, v in outputs.items()}
                     meta = item["meta"]

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .discover import DiscoveryError, is_within, discover_inputs
+from .imaging import one_line
 from .predict import Predictor, pick_device
 from .scan import OutputError, ScanSettings, run_scan
 from .weights import CheckpointError, default_weights_path, load_model, sha256_file
@@ -59,14 +60,17 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         _error(console, f"{output}: exists and is not a folder")
         return EXIT_USAGE
     folders = [p for p in request.paths if p != "-" and os.path.isdir(p)]
-    inside = [f for f in folders if is_within(str(output), f)]
+    # Through links too: an OUTDIR that is a link into an input folder is inside it.
+    inside = [f for f in folders if is_within(str(output), f)
+              or is_within(os.path.realpath(output), os.path.realpath(f))]
     if inside and not request.allow_output_in_input:
         _error(console, f"the output folder {output} is inside the input folder {inside[0]}; "
                         f"choose another --output (or pass --allow-output-in-input)")
         return EXIT_USAGE
     try:
         stdin_lines = sys.stdin if "-" in request.paths else ()
-        entries = discover_inputs(request.paths, stdin_lines, exclude=[output])
+        entries = discover_inputs(request.paths, stdin_lines,
+                                  exclude=[output, os.path.realpath(output)])
     except DiscoveryError as error:
         _error(console, str(error))
         return EXIT_USAGE
@@ -103,8 +107,9 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     def on_record(record: dict) -> None:
         progress.advance(task)
         if record["error"]:
-            progress.console.print(f"[yellow]skipped[/] {escape(record['path'])}: "
-                                   f"{escape(record['error'])}", highlight=False, soft_wrap=True)
+            progress.console.print(f"[yellow]skipped[/] {escape(one_line(record['path']))}: "
+                                   f"{escape(one_line(record['error']))}", highlight=False,
+                                   soft_wrap=True)
         if request.jsonl and not stdout_closed:
             try:
                 sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")
@@ -135,6 +140,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
                     "config": card.config.name, "input_size": card.input_size,
                     "embeddings": card.embeddings},
         "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),  # CPU results are exact for a given count
         "settings": asdict(settings), "started": result.started, "finished": result.finished,
         "counts": result.counts,
         "image_score": "mean of the top 1% of pixel probabilities",
@@ -150,5 +156,6 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     if not request.quiet:
         console.print(f"scanned {counts['scanned']} of {counts['inputs']} images, "
                       f"{counts['flagged']} flagged, {counts['unreadable']} unreadable; "
-                      f"report: {escape(str(output / 'report.html'))}", highlight=False)
+                      f"report: {escape(str(output / 'report.html'))}", highlight=False,
+                      soft_wrap=True)
     return EXIT_UNREADABLE if counts["unreadable"] else EXIT_OK

@@ -141,7 +141,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     """Builds the model a checkpoint describes and loads its weights, in eval mode (fp32)."""
     path = Path(path) if path is not None else default_weights_path()
     tensors, info = read_checkpoint(path)
-    model = M2SFormer(info.config)
+    held = sum(t.numel() for t in tensors.values()) * 4  # as float32
+    model = _build_within(info.config, 2 * held + (64 << 20), str(path))
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -159,6 +160,53 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
                               f"({'; '.join(details)})")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
     return model.eval().to(device), info
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _build_within(config: M2SFormerConfig, budget: int, source: str) -> M2SFormer:
+    """Builds the network a checkpoint's config describes, refusing before any allocation that
+    would take the network past `budget` bytes: the config is just text in the file, and one
+    describing a network far larger than the tensors the file holds must not get the memory
+    to build it."""
+    from torch.overrides import TorchFunctionMode
+
+    factories = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn,
+                 torch.empty_strided, torch.eye}
+
+    class Budget(TorchFunctionMode):
+        used = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in factories:
+                sizes = kwargs.get("size", args[0] if args else ())
+                if func is torch.eye:
+                    sizes = (args[0], args[1] if len(args) > 1 else args[0])
+                elif not isinstance(sizes, (tuple, list, torch.Size)):
+                    sizes = [a for a in args if isinstance(a, int)]
+                count = 1
+                for size in sizes:
+                    count *= max(0, int(size))
+                dtype = kwargs.get("dtype") or torch.get_default_dtype()
+                Budget.used += count * dtype.itemsize
+                if Budget.used > budget:
+                    raise _OverBudget
+            return func(*args, **kwargs)
+
+    try:
+        with Budget():
+            return M2SFormer(config)
+    except _OverBudget:
+        raise CheckpointError(f"{source}: its config ({config.name}) describes a network far "
+                              f"larger than the tensors the file holds") from None
+    except (ValueError, TypeError, ArithmeticError, IndexError, KeyError, RuntimeError,
+            AssertionError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{source}: its config ({config.name}) cannot be built "
+                              f"({reason})") from None
 
 
 def default_weights_path() -> Path:

@@ -1,0 +1,69 @@
+"""Model forward throughput (fp32, eval, inference_mode, random weights) and its efficiency
+against the machine's own matmul peak."""
+from __future__ import annotations
+
+import torch
+
+from forgeryloc.complexity import count_macs
+from forgeryloc.model.m2sformer import build_model, count_parameters
+
+from .settings import Settings
+from .timing import matmul_peak, synchronizer, time_step
+
+
+def measured_peak(device: torch.device, settings: Settings, log) -> dict:
+    log(f"matmul peak: {settings.matmul_size}^3 fp32 on {device}")
+    return matmul_peak(device, settings.matmul_size, repeats=settings.matmul_repeats,
+                       min_time_s=settings.matmul_min_time_s)
+
+
+def macs_per_image(model: torch.nn.Module, size: int) -> int:
+    """MACs of one image; a batch costs exactly batch times this (every layer is per-sample)."""
+    return count_macs(model, size, batch=1)
+
+
+def run_forward(settings: Settings, device: torch.device, log) -> dict:
+    sync = synchronizer(device)
+    peak_before = measured_peak(device, settings, log)
+    results = []
+    for name in settings.configs:
+        torch.manual_seed(0)
+        model = build_model(name).to(device).eval()
+        parameters = count_parameters(model)
+        for size in settings.sizes:
+            macs = macs_per_image(model, size)
+            for batch in settings.batch_sizes:
+                log(f"forward {name} {size}x{size} batch {batch}")
+                generator = torch.Generator().manual_seed(size * 100 + batch)
+                images = torch.randn(batch, 3, size, size, generator=generator).to(device)
+                with torch.inference_mode():
+                    timing = time_step(lambda: model(images), warmup=settings.warmup,
+                                       repeats=settings.repeats, min_time_s=settings.min_time_s,
+                                       sync=sync)
+                flops = 2.0 * macs * batch
+                results.append({
+                    "config": name, "size": size, "batch": batch, "parameters": parameters,
+                    "gmacs_per_image": macs / 1e9,
+                    "images_per_s": batch / timing.median_s,
+                    "images_per_s_mean": batch / timing.mean_s,
+                    "ms_per_batch": timing.median_s * 1e3,
+                    "ms_per_batch_mean": timing.mean_s * 1e3,
+                    "ms_per_batch_std": timing.std_s * 1e3,
+                    "ms_per_batch_min": timing.min_s * 1e3,
+                    "ms_per_batch_max": timing.max_s * 1e3,
+                    "relative_spread": timing.relative_spread,
+                    "gflops": flops / timing.median_s / 1e9,
+                    "timing": timing.to_dict(),
+                })
+        model = images = None  # free before the next config is built
+    # The peak is taken again afterwards: on a shared machine the better of the two is the
+    # nearer to what the hardware can do, and a large gap between them says the run was noisy.
+    peak_after = measured_peak(device, settings, log)
+    peak = max(peak_before["gflops"], peak_after["gflops"])
+    for row in results:
+        row["pct_of_matmul_peak"] = 100.0 * row["gflops"] / peak
+    return {"device": str(device), "dtype": "float32", "mode": "eval, torch.inference_mode",
+            "weights": "random (torch.manual_seed(0))",
+            "matmul_peak_gflops": peak,
+            "matmul_peak_before": peak_before, "matmul_peak_after": peak_after,
+            "results": results}
