@@ -307,5 +307,16 @@ def evaluate(
     err_console.print(summary["protocol"], highlight=False)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Speed and memory benchmarks (from a source checkout; same options as python -m benchmarks)."""
+    try:
+        import benchmarks
+    except ImportError:
+        raise fail("the benchmarks live in the source checkout: run `python -m benchmarks` "
+                   "from the repository root")
+    raise typer.Exit(benchmarks.main(list(ctx.args)))
+
+
 def main() -> None:
     app()

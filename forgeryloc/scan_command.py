@@ -48,7 +48,8 @@ class ScanRequest:
 
 
 def _error(console: Console, message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False,
+                  soft_wrap=True, emoji=False)
 
 
 def execute_scan(request: ScanRequest, console: Console) -> int:
@@ -109,7 +110,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         if record["error"]:
             progress.console.print(f"[yellow]skipped[/] {escape(one_line(record['path']))}: "
                                    f"{escape(one_line(record['error']))}", highlight=False,
-                                   soft_wrap=True)
+                                   soft_wrap=True, emoji=False)
         if request.jsonl and not stdout_closed:
             try:
                 sys.stdout.write(json.dumps(record, sort_keys=True) + "\n")

@@ -80,13 +80,15 @@ def jpeg_with_exif_orientation(pixels: np.ndarray, orientation: int) -> bytes:
 
 
 def jpeg_with_raw_exif(pixels: np.ndarray, entries: list[tuple[int, int, int, bytes]],
-                       count: int | None = None) -> bytes:
+                       first_ifd: int = 8) -> bytes:
     """A JPEG whose APP1 Exif block is written by hand: one little-endian IFD of `entries`
-    (tag, type, count, 4 raw value bytes); `count` can lie about how many there are."""
+    (tag, type, count, 4 raw value bytes) at offset 8, where the header says the first IFD is
+    (unless `first_ifd` says otherwise)."""
     body = encode(Image.fromarray(pixels), "JPEG", quality=90)
-    ifd = struct.pack("<H", len(entries) if count is None else count)
+    ifd = struct.pack("<H", len(entries))
     ifd += b"".join(struct.pack("<HHI", tag, kind, n) + value for tag, kind, n, value in entries)
-    payload = b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+    payload = (b"Exif\x00\x00" + b"II*\x00" + struct.pack("<I", first_ifd) + ifd
+               + struct.pack("<I", 0))
     app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
     return body[:2] + app1 + body[2:]
 
@@ -98,9 +100,9 @@ MAKE = (0x010F, ASCII, 4, b"Cam\x00")
 def broken_exif_variants(pixels: np.ndarray) -> dict[str, tuple[bytes, int]]:
     """Damaged EXIF blocks: {name: (JPEG bytes, orientation the tool should still apply)}."""
     return {
-        # The first IFD is past the end of the block, then garbage.
-        "broken_exif.jpg": (jpeg_with_raw_exif(pixels, [(0x0112, SHORT, 1, b"\x06\x00\x00\x00")],
-                                               count=0xFFFF), 1),
+        # The header sends the reader far past the end of the block: nothing is readable.
+        "broken_exif.jpg": (jpeg_with_raw_exif(pixels, [MAKE, (0x0112, SHORT, 1, b"\x06\x00\x00\x00")],
+                                               first_ifd=0x7FFFFFF0), 1),
         # Orientation 6 and a camera make, but the Exif sub-IFD pointer leads nowhere.
         "broken_exif_subifd.jpg": (jpeg_with_raw_exif(pixels, [
             MAKE, (0x0112, SHORT, 1, b"\x06\x00\x00\x00"),

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .m2s_attention import resize
-from .pvt_v2 import OverlapPatchEmbed, TransformerBlock
+from .pvt_v2 import OverlapPatchEmbed, TransformerBlock, tokens_to_map
 
 SOBEL_X = ((1.0, 0.0, -1.0), (2.0, 0.0, -2.0), (1.0, 0.0, -1.0))
 SOBEL_Y = ((1.0, 2.0, 1.0), (0.0, 0.0, 0.0), (-1.0, -2.0, -1.0))
@@ -69,5 +69,4 @@ class DecoderStage(nn.Module):
         x = torch.cat((resize(x, skip.shape[-2:]), skip), dim=1)
         tokens, height, width = self.embed(x)
         tokens = self.norm(self.block(tokens, height, width))
-        x = tokens.transpose(1, 2).reshape(x.shape[0], -1, height, width)  # B x C x H x W
-        return self.gate(x, embedding)
+        return self.gate(tokens_to_map(tokens, height, width), embedding)

@@ -51,8 +51,9 @@ class MultiSpectralChannelAttention(nn.Module):
 
     def __init__(self, channels: int, resolution: int, num_frequencies: int, reduction: int):
         super().__init__()
-        self.register_buffer("filters", dct_filters(resolution, num_frequencies),
-                             persistent=False)  # K x R x R
+        filters = dct_filters(resolution, num_frequencies).flatten(1)  # K x RR
+        self.register_buffer("filters", filters, persistent=False)
+        self.register_buffer("mean_filter", filters.mean(0), persistent=False)  # RR
         self.fc = nn.Sequential(
             nn.Conv2d(channels, channels // reduction, 1, bias=False), nn.ReLU(inplace=True),
             nn.Conv2d(channels // reduction, channels, 1, bias=False))
@@ -60,11 +61,11 @@ class MultiSpectralChannelAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels = x.shape[:2]
         flat = x.flatten(2)  # B x C x RR
-        filters = self.filters.flatten(1).to(x.dtype)  # K x RR
         # mean_k(mean(x * f_k)) = mean(x * mean_k f_k): one product instead of K.
-        avg = (flat * filters.mean(0)).mean(-1)  # B x C
-        # max over positions of x * f_k for every k, then averaged over k.
-        peak = (flat.unsqueeze(2) * filters).amax(-1).mean(-1)  # B x C x K x RR -> B x C
+        avg = (flat * self.mean_filter.to(x.dtype)).mean(-1)  # B x C
+        # The max is not linear: one product per filter. A loop over K measured 2-3x faster
+        # on CPU than one B x C x K x RR product, which does not stay in cache.
+        peak = torch.stack([(flat * f).amax(-1) for f in self.filters.to(x.dtype)]).mean(0)
         pooled = torch.stack((avg, peak)).view(2 * batch, channels, 1, 1)
         avg_logits, max_logits = self.fc(pooled).view(2, batch, channels, 1, 1)
         return x * torch.sigmoid(avg_logits + max_logits)

@@ -13,6 +13,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def tokens_to_map(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """B x HW x C -> B x C x H x W as a channels-last view (no copy for contiguous tokens)."""
+    return tokens.unflatten(1, (height, width)).permute(0, 3, 1, 2)
+
+
+def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """B x C x H x W -> B x HW x C (a view when x is channels-last)."""
+    return x.permute(0, 2, 3, 1).flatten(1, 2)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drops the whole residual branch per sample while training."""
 
@@ -40,8 +50,7 @@ class OverlapPatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         x = self.proj(x)
         height, width = x.shape[-2:]
-        x = x.flatten(2).transpose(1, 2)  # B x C x H x W -> B x HW x C
-        return self.norm(x), height, width
+        return self.norm(map_to_tokens(x)), height, width
 
 
 class SpatialReductionAttention(nn.Module):
@@ -68,8 +77,8 @@ class SpatialReductionAttention(nn.Module):
         head_dim = dim // self.num_heads
         q = self.q(x).view(batch, tokens, self.num_heads, head_dim).transpose(1, 2)  # B x h x N x d
         if self.sr_ratio > 1:
-            grid = x.transpose(1, 2).reshape(batch, dim, height, width)
-            x = self.norm(self.sr(grid).flatten(2).transpose(1, 2))  # B x N' x C
+            reduced = self.sr(tokens_to_map(x, height, width))
+            x = self.norm(map_to_tokens(reduced))  # B x N' x C
         kv = self.kv(x).view(batch, -1, 2, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)  # each B x h x N' x d
         out = F.scaled_dot_product_attention(
@@ -89,11 +98,8 @@ class DepthwiseConvMlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        batch, tokens, channels = x.shape
-        x = self.fc1(x)
-        grid = x.transpose(1, 2).reshape(batch, -1, height, width)  # B x C' x H x W
-        x = self.dwconv(grid).flatten(2).transpose(1, 2)
-        x = self.drop(F.gelu(x))
+        x = self.dwconv(tokens_to_map(self.fc1(x), height, width))
+        x = self.drop(F.gelu(map_to_tokens(x)))
         return self.drop(self.fc2(x))
 
 
@@ -129,8 +135,7 @@ class EncoderStage(nn.Module):
         tokens, height, width = self.patch_embed(x)
         for block in self.blocks:
             tokens = block(tokens, height, width)
-        tokens = self.norm(tokens)
-        return tokens.transpose(1, 2).reshape(x.shape[0], -1, height, width)  # B x C x H x W
+        return tokens_to_map(self.norm(tokens), height, width)
 
 
 class PyramidVisionTransformerV2(nn.Module):
@@ -151,6 +156,7 @@ class PyramidVisionTransformerV2(nn.Module):
             start += depth
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)  # token views need no copies
         features = []
         for stage in self.stages:
             x = stage(x)

@@ -1,0 +1,96 @@
+"""`forgeryloc evaluate` against an independent computation of the paper's protocol."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from forgeryloc.cli import app
+
+
+@pytest.fixture(scope="module")
+def casia_subset(shared, tmp_path_factory):
+    source = shared / "data/benchmarks/casia1-dev"
+    root = tmp_path_factory.mktemp("casia-subset")
+    for folder in ("tampered", "masks", "authentic"):
+        (root / folder).mkdir()
+    tampered = sorted((source / "tampered").iterdir())[:5]
+    for image in tampered:
+        shutil.copy(image, root / "tampered" / image.name)
+        shutil.copy(source / "masks" / f"{image.stem}.png", root / "masks" / f"{image.stem}.png")
+    for image in sorted((source / "authentic").iterdir())[:3]:
+        shutil.copy(image, root / "authentic" / image.name)
+    return root
+
+
+def _independent(casia_subset, checkpoint):
+    """The protocol written out with PIL, torch and numpy only."""
+    from safetensors import safe_open
+    from forgeryloc.weights import load_model
+
+    model, _ = load_model(checkpoint)
+    with safe_open(str(checkpoint), "pt") as handle:
+        metadata = handle.metadata()
+    size = int(metadata["input_size"])
+    norm = json.loads(metadata["normalization"])
+    mean, std = np.array(norm["mean"]), np.array(norm["std"])
+    dices, ious, scores, labels = [], [], [], []
+    for folder, tampered in (("tampered", True), ("authentic", False)):
+        for path in sorted((casia_subset / folder).iterdir()):
+            rgb = Image.open(path).convert("RGB")
+            small = np.asarray(rgb.resize((size, size), Image.BILINEAR), dtype=np.float64) / 255
+            x = torch.tensor(((small - mean) / std).transpose(2, 0, 1)[None], dtype=torch.float32)
+            with torch.no_grad():
+                logits = model(x).prediction[0, 0]
+            prob_small = torch.sigmoid(logits).numpy()
+            native = torch.nn.functional.interpolate(torch.sigmoid(logits)[None, None],
+                                                     size=(rgb.height, rgb.width),
+                                                     mode="bilinear", align_corners=False)
+            flat = np.sort(native.numpy().ravel())[::-1]
+            scores.append(flat[: int(np.ceil(flat.size * 0.01))].mean())
+            labels.append(tampered)
+            if tampered:
+                gt_image = Image.open(casia_subset / "masks" / f"{path.stem}.png").convert("L")
+                gt = np.asarray(gt_image.resize((size, size), Image.NEAREST)) > 127
+                pred = prob_small >= 0.5
+                inter = np.logical_and(pred, gt).sum()
+                dices.append((2 * inter + 1e-5) / (pred.sum() + gt.sum() + 1e-5))
+                ious.append((inter + 1e-5) / (np.logical_or(pred, gt).sum() + 1e-5))
+    positives = [s for s, l in zip(scores, labels) if l]
+    negatives = [s for s, l in zip(scores, labels) if not l]
+    pairs = [(p > n) + 0.5 * (p == n) for p in positives for n in negatives]
+    return np.mean(dices), np.mean(ious), np.mean(pairs)
+
+
+def test_evaluate_matches_an_independent_computation(casia_subset, tiny_checkpoint, tmp_path):
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", str(casia_subset), "--weights",
+                                      str(tiny_checkpoint), "-o", str(out), "--json",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["tampered"] == 5 and summary["authentic"] == 3
+    dsc, iou, image_auc = _independent(casia_subset, tiny_checkpoint)
+    assert summary["dsc"] == pytest.approx(dsc, abs=1e-6)
+    assert summary["iou"] == pytest.approx(iou, abs=1e-6)
+    assert summary["image_auc"] == pytest.approx(image_auc, abs=1e-6)
+    assert "paper protocol" in summary["protocol"]
+    rows = (out / "per_image.csv").read_text().splitlines()
+    assert len(rows) == 1 + 8
+    assert json.loads((out / "summary.json").read_text())["dsc"] == summary["dsc"]
+
+
+def test_evaluate_table_output(casia_subset, tiny_checkpoint):
+    result = CliRunner().invoke(app, ["evaluate", str(casia_subset), "--weights",
+                                      str(tiny_checkpoint), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "dsc" in result.output and "image_auc" in result.output
+
+
+def test_evaluate_unknown_layout_is_a_usage_error(tmp_path, tiny_checkpoint):
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--weights",
+                                      str(tiny_checkpoint)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
