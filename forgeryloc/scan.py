@@ -205,7 +205,10 @@ class Journal:
         self._append(record)
 
     def close(self) -> None:
-        self.handle.close()
+        try:
+            self.handle.close()
+        except OSError:
+            pass  # a failed write, already reported; a line it cut short is cut off on resume
 
 
 # ---- the scan ---------------------------------------------------------------------------

@@ -190,7 +190,8 @@ class Trainer:
         c = self.config
         if c.batch_size < 2:
             raise ValueError("--batch-size must be at least 2 (BatchNorm in the difficulty gate)")
-        if self.distributed and not dist.is_initialized():
+        owns_group = self.distributed and not dist.is_initialized()
+        if owns_group:
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         torch.manual_seed(c.seed)
         device = self._device()
@@ -209,7 +210,7 @@ class Trainer:
                 log.info("encoder: %d tensors from %s", load_encoder_weights(model, c.init_encoder),
                          c.init_encoder)
         model.to(device)
-        self.model_config = model.config
+        self.model, self.model_config = model, model.config
         optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         if c.resume:
             state = self._load_state(c.resume, optimizer, state)
@@ -271,6 +272,9 @@ class Trainer:
                     self._save(model, optimizer, state, "last", train_samples, None)
                     last_checkpoint = time.monotonic()
             state["elapsed"] = time.monotonic() - started
+            if self.distributed:  # BatchNorm statistics drift per rank: take rank 0's
+                for buffer in model.buffers():
+                    dist.broadcast(buffer, src=0)
             record = {"epoch": state["epoch"], "step": state["step"],
                       "elapsed_minutes": round(state["elapsed"] / 60, 2),
                       "train_loss": running / max(seen, 1)}
@@ -291,6 +295,8 @@ class Trainer:
             last_checkpoint = time.monotonic()
         if self.distributed:
             dist.barrier()
+            if owns_group:
+                dist.destroy_process_group()
         return state
 
     def _validate(self, model: M2SFormer, samples: list[Sample], device) -> dict | None:

@@ -482,18 +482,28 @@ def test_an_output_folder_that_cannot_be_written_exits_4(tmp_path, tiny_checkpoi
     assert len(lines) == 1 and lines[0].startswith("error: cannot write to"), lines
 
 
-def test_a_full_disk_stops_the_scan_with_exit_4_and_corrupts_nothing(tmp_path, tiny_checkpoint):
-    """The disk fills up during a resumed scan. Simulated honestly with RLIMIT_FSIZE in the
-    scanning process: the kernel then fails every write past a few hundred bytes (EFBIG, where
-    a full disk gives ENOSPC), through the very same write calls and error paths."""
+@pytest.mark.parametrize("full_at", ["outputs", "journal"])
+def test_a_full_disk_stops_the_scan_with_exit_4_and_corrupts_nothing(tmp_path, tiny_checkpoint,
+                                                                     full_at):
+    """The disk fills up during a resumed scan, while writing an output picture or while
+    writing the journal. Simulated honestly with RLIMIT_FSIZE in the scanning process: the
+    kernel then fails writes past that size (EFBIG, where a full disk gives ENOSPC) through the
+    very same write calls and error paths. For the journal case the journal is first made
+    larger than the limit (a long line the journal reader ignores), so that the new outputs
+    fit but the journal cannot grow."""
     folder = _small_folder(tmp_path, 3)
     out = tmp_path / "out"
     assert scan(folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0").exit_code == 0
+    limit = 600
+    if full_at == "journal":
+        limit = 20_000
+        with open(out / "journal.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"padding": "x" * limit}) + "\n")
     before = snapshot(out)
     Image.fromarray(photo(24, 28, 60)).save(folder / "p9.png")
 
     def little_room() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     command, options = python_scan([folder, "-o", out, "--weights", tiny_checkpoint,
                                     "--workers", "0", "--resume"])
@@ -501,9 +511,25 @@ def test_a_full_disk_stops_the_scan_with_exit_4_and_corrupts_nothing(tmp_path, t
                           timeout=120, **options)
     assert done.returncode == 4, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "cannot write outputs for p9.png" in lines[0], lines
-    assert "File too large" in lines[0]
-    assert snapshot(out) == before, "earlier results, journal and reports are untouched"
+    assert len(lines) == 1 and "File too large" in lines[0], lines
+    after = snapshot(out)
+    if full_at == "outputs":
+        assert "cannot write outputs for p9.png" in lines[0]
+        assert after == before, "earlier results, journal and reports are untouched"
+    else:
+        assert "cannot write the journal" in lines[0]
+        assert {p: v for p, v in after.items() if p in before and not p.endswith(".jsonl")} \
+            == {p: v for p, v in before.items() if not p.endswith(".jsonl")}
+        new = [Path(p) for p in after if p not in before]
+        assert new and all(decodes_fully(p) for p in new), "new outputs are whole"
+        records, _ = _journal(out)
+        assert [r.get("relative_path") for r in records[1:4]] == ["p0.png", "p1.png", "p2.png"]
+    assert not [p for p in after if p.endswith(".tmp")]
+    # Once there is room again, the same command finishes the job.
+    resumed = scan(folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert [r["relative_path"] for r in report(out)["images"]] == \
+        ["p0.png", "p1.png", "p2.png", "p9.png"]
 
 
 # ---------------------------------------------------------------------- outputs vs evidence
