@@ -214,7 +214,7 @@ def load_mask(path: str | Path) -> np.ndarray:
     """A ground-truth mask as H x W uint8 in {0, 1}: pixels above half the maximum are set."""
     data = read_bytes(path)
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=_decoders()) as image:
             values = np.asarray(image.convert("L") if image.mode not in ("L", "1", "I", "I;16")
                                 else image, dtype=np.float64)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:

@@ -152,6 +152,10 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     except OSError as error:
         _error(console, f"cannot write the reports in {output}: {error.strerror or error}")
         return EXIT_OUTPUT
+    except KeyboardInterrupt:  # each report is replaced atomically: old or new, never half
+        _error(console, "interrupted while writing the reports; rerun the same command with "
+                        "--resume to write them")
+        return 130
     counts = result.counts
     request.flagged = counts["flagged"] > 0
     if not request.quiet:

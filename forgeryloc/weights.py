@@ -209,13 +209,29 @@ def _build_within(config: M2SFormerConfig, budget: int, source: str) -> M2SForme
                               f"({reason})") from None
 
 
+def _installed_copy() -> Path | None:
+    """The checkpoint installed with the package (a data file of the distribution)."""
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution("forgeryloc").files or []
+    except metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if file.name == DEFAULT_WEIGHTS_NAME:
+            return Path(file.locate()).resolve()
+    return None
+
+
 def default_weights_path() -> Path:
     """$FORGERYLOC_WEIGHTS, else the shipped checkpoint (source checkout or installed copy)."""
     override = os.environ.get(WEIGHTS_ENV)
     if override:
         return Path(override)
     candidates = [Path(__file__).resolve().parent.parent / "weights" / DEFAULT_WEIGHTS_NAME,
+                  _installed_copy(),
                   Path(sys.prefix) / "share" / "forgeryloc" / "weights" / DEFAULT_WEIGHTS_NAME]
+    candidates = [c for c in candidates if c is not None]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

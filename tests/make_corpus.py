@@ -154,6 +154,10 @@ def make_corpus(folder: str | os.PathLike) -> dict[str, str]:
     put("truncated.png", good_png[: len(good_png) // 2], "error")
     put("bomb.png", bomb_png(), "error")
     put("broken\nname with newline.jpg", b"not a jpeg either", "error")
+    # PostScript dressed as a JPEG: Pillow would hand it to Ghostscript to render (running
+    # the program in it); the tool never lets Pillow try formats outside its list.
+    put("postscript.jpg", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n"
+        b"0 0 moveto 8 8 lineto stroke showpage\n%%EOF\n", "error")
     os.symlink("loop.jpg", folder / "loop.jpg")                     # a link to itself
     expect["loop.jpg"] = "error"
     os.symlink("does-not-exist.png", folder / "dangling.png")       # a link to nothing

@@ -152,6 +152,9 @@ def test_each_bad_input_has_a_one_line_error_in_the_report_and_on_stderr(corpus)
     assert "dangling" in reasons["dangling.png"]
     assert reasons["fifo.jpg"] == "not a regular file (named pipe)"
     assert reasons["device.png"] == "not a regular file (character device)"
+    assert reasons["postscript.jpg"] == "not a recognised image format"
+    with Image.open(corpus.inputs / "postscript.jpg") as unrestricted:
+        assert unrestricted.format == "EPS", "Pillow alone would take it for EPS"
     assert "broken\\nname" in " ".join(skipped), "a newline in a name is shown escaped"
 
 
@@ -473,8 +476,17 @@ def test_an_output_folder_that_cannot_be_written_exits_4(tmp_path, tiny_checkpoi
     output = {"below a file": folder / "p0.png" / "out",
               "cannot be made": Path("/sys/forgeryloc-test-output"),
               "existing, read-only": Path("/sys/kernel")}[where]
-    if where != "below a file" and not Path("/sys/kernel").is_dir():
-        pytest.skip("no sysfs here")
+    if where != "below a file":
+        if not Path("/sys/kernel").is_dir():
+            pytest.skip("no sysfs here")
+        probe = Path("/sys/kernel/.forgeryloc-probe")
+        try:
+            probe.touch(exist_ok=False)
+        except OSError:
+            pass  # as expected: nothing can be created there
+        else:
+            probe.unlink()
+            pytest.skip("/sys is writable here")
     result = scan(folder, "-o", output, "--weights", tiny_checkpoint, "--workers", "0",
                   "--allow-output-in-input")
     assert result.exit_code == 4, result.output
