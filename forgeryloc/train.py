@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from . import __version__
+from .cpu import keep_large_allocations
 from .data.datasets import Sample, SegmentationDataset, read_dataset, split_holdout
 from .evaluate import evaluate_samples
 from .model.loss import m2sformer_loss
@@ -195,6 +196,8 @@ class Trainer:
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         torch.manual_seed(c.seed)
         device = self._device()
+        if device.type == "cpu":
+            keep_large_allocations()
         mixed, train_samples, val_samples = self._data()
 
         state = {"step": 0, "epoch": 0, "elapsed": 0.0, "best_dsc": -1.0, "history": []}
