@@ -94,3 +94,15 @@ def test_evaluate_unknown_layout_is_a_usage_error(tmp_path, tiny_checkpoint):
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--weights",
                                       str(tiny_checkpoint)])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_evaluate_holdout_uses_the_training_split(casia_subset, tiny_checkpoint):
+    from forgeryloc.data.datasets import read_dataset, split_holdout
+    held_out = split_holdout(read_dataset(casia_subset), 0.5, 3)[1]
+    result = CliRunner().invoke(app, ["evaluate", str(casia_subset), "--weights",
+                                      str(tiny_checkpoint), "--device", "cpu", "--json",
+                                      "--holdout", "0.5", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["images"] == len(held_out) < 8
+    assert summary["tampered"] == sum(s.tampered for s in held_out)
