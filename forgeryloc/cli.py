@@ -172,6 +172,15 @@ def scan(
                                        "of report.html (smaller for huge batches)."),
     allow_output_in_input: bool = typer.Option(False, "--allow-output-in-input", help="Permit "
                                                "OUTDIR inside an input folder."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Run the scan on "
+                                      "a Ray cluster (Ray Data): 'auto' joins the cluster this "
+                                      "machine belongs to (ray start), 'local' starts one here, "
+                                      "or give an address (host:6379, ray://host:10001). "
+                                      "Inputs, OUTDIR and weights must be at the same paths on "
+                                      "every node. Needs pip install 'forgeryloc\\[ray]'."),
+    ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="With --ray: inference "
+                                   "actors, each with its own model (and GPU when the cluster "
+                                   "has GPUs)."),
 ) -> None:
     from .scan_command import ScanRequest, execute_scan
 
@@ -181,7 +190,7 @@ def scan(
                           max_pixels=max_pixels, tile_overlap=tile_overlap, resume=resume,
                           jsonl=jsonl, quiet=quiet, thumbnails=not no_thumbnails,
                           allow_output_in_input=allow_output_in_input,
-                          command_line=sys.argv)
+                          command_line=sys.argv, ray=ray, ray_actors=ray_actors)
     code = execute_scan(request, err_console)
     if fail_on_flag and request.flagged and code in (EXIT_OK, EXIT_UNREADABLE):
         code = EXIT_FLAGGED
@@ -277,15 +286,21 @@ def evaluate(
     batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+    holdout: Optional[float] = typer.Option(None, min=0.01, max=0.9, help="Evaluate only the "
+                                            "stratified share that `train --val-fraction` "
+                                            "holds back (same --seed)."),
+    seed: int = typer.Option(0, help="Seed of the held-out split (with --holdout)."),
 ) -> None:
     """Measure a checkpoint the way the literature does (paper protocol, and more)."""
-    from .data.datasets import read_dataset
+    from .data.datasets import read_dataset, split_holdout
     from .evaluate import evaluate_samples, write_evaluation
     from .predict import Predictor, pick_device
     from .weights import CheckpointError, load_model
 
     try:
         samples = read_dataset(dataset)
+        if holdout is not None:
+            samples = split_holdout(samples, holdout, seed)[1]
         model, card = load_model(weights)
         predictor = Predictor(model, card, pick_device(device))
     except (CheckpointError, ValueError) as error:

@@ -1,5 +1,8 @@
 """Folder scans: a DataLoader decodes inputs in worker processes, the Predictor runs batches,
-a writer thread turns findings into files, and a journal makes the scan resumable."""
+a writer thread turns findings into files, and a journal makes the scan resumable.
+
+The per-image steps (load_item, predict_items, image_record, item_outcomes) and the driver's
+bookkeeping (ScanLedger) are shared with the Ray scan in ray_scan.py."""
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +15,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection, Iterator
 
 import numpy as np
 import torch
@@ -48,47 +52,62 @@ class ScanSettings:
         return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "workers")}
 
 
+# ---- one image: decode -> predict -> finding -> write -> record ---------------------------
+# These functions are the whole per-image work of a scan. The local scan (run_scan) and the
+# Ray scan (ray_scan.py) both call them; only where each step runs differs.
+
+def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
+              done: Collection[tuple[str, str]] = frozenset()) -> dict:
+    """The decoded, preprocessed input of one entry, or the reason it could not be read.
+
+    `done` holds (relative path, sha256) of images a resumed scan already has: such an
+    image is read and hashed, not decoded, and comes back marked done."""
+    item: dict = {}
+    if entry.error:
+        item["error"] = entry.error
+        return item
+    try:
+        data = read_bytes(entry.path)
+        item.update(sha256=sha256_bytes(data), bytes=len(data))
+        if (entry.relative_path, item["sha256"]) in done:
+            item["done"] = True
+            return item
+        rgb, meta = decode_image(data, settings.max_pixels)
+        del data
+    except ImageReadError as error:
+        item["error"] = str(error)
+        return item
+    except Exception as error:  # noqa: BLE001 - one bad file never stops the batch
+        item["error"] = one_line(f"unexpected decoder failure ({type(error).__name__}: "
+                                 f"{str(error)[:200]})")
+        return item
+    height, width = meta.height, meta.width
+    item["meta"] = {"width": width, "height": height, "format": meta.format,
+                    "mode": meta.mode, "frames": meta.frames, "exif": meta.exif}
+    if settings.mode == "tile":
+        item["rgb"] = torch.from_numpy(rgb)  # the predictor tiles it at native resolution
+    else:
+        item["input"] = to_tensor(resize_rgb(rgb, size, size), mean, std)
+    item["preview"] = torch.from_numpy(_preview(rgb, settings.preview_max_side))
+    return item
+
+
 class ScanInputs(Dataset):
-    """Item i: the decoded, preprocessed input i, or the reason it could not be read."""
+    """Item i: load_item of entry i, with its index."""
 
     def __init__(self, entries: list[InputEntry], settings: ScanSettings, size: int,
-                 mean, std, done: set[tuple[str, str]] = frozenset()):
+                 mean, std, done: Collection[tuple[str, str]] = frozenset()):
         self.entries, self.settings = entries, settings
         self.size, self.mean, self.std = size, mean, std
-        self.done = done  # (relative path, sha256) of images a resumed scan already has
+        self.done = done
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, index: int) -> dict:
-        entry = self.entries[index]
-        item = {"index": index}
-        if entry.error:
-            item["error"] = entry.error
-            return item
-        try:
-            data = read_bytes(entry.path)
-            item.update(sha256=sha256_bytes(data), bytes=len(data))
-            if (entry.relative_path, item["sha256"]) in self.done:
-                item["done"] = True
-                return item
-            rgb, meta = decode_image(data, self.settings.max_pixels)
-            del data
-        except ImageReadError as error:
-            item["error"] = str(error)
-            return item
-        except Exception as error:  # noqa: BLE001 - one bad file never stops the batch
-            item["error"] = one_line(f"unexpected decoder failure ({type(error).__name__}: "
-                                     f"{str(error)[:200]})")
-            return item
-        height, width = meta.height, meta.width
-        item["meta"] = {"width": width, "height": height, "format": meta.format,
-                        "mode": meta.mode, "frames": meta.frames, "exif": meta.exif}
-        if self.settings.mode == "tile":
-            item["rgb"] = torch.from_numpy(rgb)  # the predictor tiles it at native resolution
-        else:
-            item["input"] = to_tensor(resize_rgb(rgb, self.size, self.size), self.mean, self.std)
-        item["preview"] = torch.from_numpy(_preview(rgb, self.settings.preview_max_side))
+        item = load_item(self.entries[index], self.settings, self.size, self.mean, self.std,
+                         self.done)
+        item["index"] = index
         return item
 
 
@@ -114,6 +133,79 @@ def _forward(predictor: Predictor, inputs: list[torch.Tensor]) -> dict[str, torc
         return predictor.forward(torch.stack(inputs))
     parts = [predictor.forward(one[None]) for one in inputs]
     return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+
+
+def predict_items(predictor: Predictor, items: list[dict],
+                  settings: ScanSettings) -> list[Callable[[], Finding]]:
+    """Runs the network on decoded items; for each, a function that gives its Finding at the
+    image's own size (the upsampling is left to whoever calls it, e.g. a writer thread)."""
+    if not items:
+        return []
+    if settings.mode == "tile":
+        tile_batch = 1 if predictor.device.type == "cpu" else settings.batch_size
+        findings = [predictor.predict_tiled(item.pop("rgb").numpy(), settings.tile_overlap,
+                                            tile_batch) for item in items]
+        return [lambda f=finding: f for finding in findings]
+    outputs = _forward(predictor, [item.pop("input") for item in items])
+    makers = []
+    for j, item in enumerate(items):
+        single = {k: v[j:j + 1] for k, v in outputs.items()}
+        meta = item["meta"]
+        makers.append(lambda o=single, h=meta["height"], w=meta["width"]:
+                      predictor.finding_from_resized(o, 0, h, w))
+    return makers
+
+
+def base_record(entry: InputEntry, item: dict) -> dict:
+    """The record of an image before (or without) a prediction."""
+    meta = item.get("meta", {})
+    return {"path": entry.path, "relative_path": entry.relative_path,
+            "sha256": item.get("sha256"), "bytes": item.get("bytes"),
+            "width": meta.get("width"), "height": meta.get("height"),
+            "format": meta.get("format"), "mode": meta.get("mode"),
+            "exif": meta.get("exif", {}), "score": None, "area": None, "flagged": None,
+            "difficulty": None, "outputs": None, "error": item.get("error")}
+
+
+def image_record(out: Path, entry: InputEntry, item: dict, finding: Finding,
+                 settings: ScanSettings) -> dict:
+    """Writes the output pictures of one predicted image and returns its record."""
+    record = base_record(entry, item)
+    score = round(finding.score, 6)
+    flagged = score >= settings.flag_threshold
+    try:
+        record["outputs"] = write_outputs(out, entry, finding, item["preview"].numpy(),
+                                          settings, flagged)
+    except OSError as error:
+        raise OutputError(f"cannot write outputs for {entry.relative_path} under {out}: "
+                          f"{error.strerror or error}") from None
+    record.update(score=score, area=round(finding.area(settings.threshold), 6),
+                  flagged=flagged, difficulty={"label": finding.difficulty_label,
+                                               "score": round(finding.difficulty_score, 6)})
+    return record
+
+
+def item_outcomes(items: list[dict], entry_of: Callable[[int], InputEntry],
+                  predictor: Predictor, settings: ScanSettings, out: Path
+                  ) -> Iterator[tuple[int, Callable[[], dict]]]:
+    """For each decoded item (each has its "index"): (index, make_outcome), where
+    make_outcome() finishes the image and returns its outcome, one of
+      {"record": record}    a new record (a finished or an unreadable image), to journal;
+      {"resumed": sha256}   an image the journal already has.
+    Items that need the network are predicted together when the first of them is reached;
+    make_outcome then computes the finding and writes the outputs."""
+    ready = []
+    for item in items:
+        if item.get("done"):
+            yield item["index"], partial(dict, resumed=item["sha256"])
+        elif "error" in item:
+            yield item["index"], partial(dict, record=base_record(entry_of(item["index"]), item))
+        else:
+            ready.append(item)
+    for item, make_finding in zip(ready, predict_items(predictor, ready, settings)):
+        entry = entry_of(item["index"])
+        yield item["index"], (lambda e=entry, i=item, m=make_finding:
+                              {"record": image_record(out, e, i, m(), settings)})
 
 
 # ---- outputs ----------------------------------------------------------------------------
@@ -230,16 +322,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _record(entry: InputEntry, item: dict) -> dict:
-    meta = item.get("meta", {})
-    return {"path": entry.path, "relative_path": entry.relative_path,
-            "sha256": item.get("sha256"), "bytes": item.get("bytes"),
-            "width": meta.get("width"), "height": meta.get("height"),
-            "format": meta.get("format"), "mode": meta.get("mode"),
-            "exif": meta.get("exif", {}), "score": None, "area": None, "flagged": None,
-            "difficulty": None, "outputs": None, "error": item.get("error")}
-
-
 class OutputError(RuntimeError):
     """The output folder cannot be written (full disk, read-only, ...)."""
 
@@ -274,96 +356,88 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+class ScanLedger:
+    """The driver's side of a scan, local or on Ray: the output folder's journal, the records
+    in input order, and the on_record callback, fed one outcome (see item_outcomes) at a time."""
+
+    def __init__(self, entries: list[InputEntry], out: Path, journal_header: dict, resume: bool,
+                 on_record: Callable[[dict], None] | None = None):
+        self.entries, self.out, self.on_record = entries, out, on_record
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            self.journal = Journal(out / JOURNAL_NAME, journal_header, resume)
+            if resume:
+                remove_stale_temporaries(out)
+        except OSError as error:
+            raise OutputError(f"cannot write to {out}: {error.strerror or error}") from None
+        self.started = _now()
+        self.records: list[dict | None] = [None] * len(entries)
+        self.lock = threading.Lock()
+
+    @property
+    def done(self) -> set[tuple[str, str]]:
+        """(relative path, sha256) of the images the journal already has."""
+        return set(self.journal.done)
+
+    def accept(self, index: int, outcome: dict) -> None:
+        entry = self.entries[index]
+        with self.lock:
+            if "resumed" in outcome:
+                record = dict(self.journal.done[(entry.relative_path, outcome["resumed"])],
+                              path=entry.path)
+            else:
+                record = outcome["record"]
+                try:
+                    self.journal.add(record)
+                except OSError as error:
+                    raise OutputError(f"cannot write the journal in {self.out}: "
+                                      f"{error.strerror or error}") from None
+            self.records[index] = record
+            if self.on_record:
+                self.on_record(record)
+
+    def missing(self) -> int:
+        return sum(1 for r in self.records if r is None)
+
+    def result(self) -> ScanResult:
+        return ScanResult(records=[r for r in self.records if r is not None],
+                          started=self.started, finished=_now())
+
+    def close(self) -> None:
+        self.journal.close()
+
+
 def run_scan(entries: list[InputEntry], out_dir: str | Path, predictor: Predictor,
              settings: ScanSettings, journal_header: dict, resume: bool = False,
              on_record: Callable[[dict], None] | None = None) -> ScanResult:
     """Scans every entry; records come back in input order. With `resume`, images already in
-    the output folder's journal (same relative path and SHA-256) are not processed again."""
+    the output folder's journal (same relative path and SHA-256) are not processed again.
+
+    Worker processes decode; this thread runs the network; one writer thread computes the
+    findings, writes the pictures and journals the records."""
     out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        journal = Journal(out / JOURNAL_NAME, journal_header, resume)
-        if resume:
-            remove_stale_temporaries(out)
-    except OSError as error:
-        raise OutputError(f"cannot write to {out}: {error.strerror or error}") from None
-    started = _now()
-    records: list[dict | None] = [None] * len(entries)
-    lock = threading.Lock()
-
-    def finish(index: int, record: dict, journaled: bool = True) -> None:
-        with lock:
-            records[index] = record
-            if journaled:
-                try:
-                    journal.add(record)
-                except OSError as error:
-                    raise OutputError(f"cannot write the journal in {out}: "
-                                      f"{error.strerror or error}") from None
-            if on_record:
-                on_record(record)
-
-    def write_one(index: int, item: dict, make_finding: Callable[[], Finding]) -> None:
-        entry = entries[index]
-        finding = make_finding()
-        record = _record(entry, item)
-        score = round(finding.score, 6)
-        flagged = score >= settings.flag_threshold
-        try:
-            record["outputs"] = write_outputs(out, entry, finding, item["preview"].numpy(),
-                                              settings, flagged)
-        except OSError as error:
-            raise OutputError(f"cannot write outputs for {entry.relative_path} under {out}: "
-                              f"{error.strerror or error}") from None
-        record.update(score=score, area=round(finding.area(settings.threshold), 6),
-                      flagged=flagged, difficulty={"label": finding.difficulty_label,
-                                                   "score": round(finding.difficulty_score, 6)})
-        finish(index, record)
-
+    ledger = ScanLedger(entries, out, journal_header, resume, on_record)
     dataset = ScanInputs(entries, settings, predictor.size, predictor.info.mean,
-                         predictor.info.std, done=set(journal.done))
-    tiled = settings.mode == "tile"
-    on_cpu = predictor.device.type == "cpu"
-    loader = DataLoader(dataset, batch_size=1 if tiled else settings.batch_size,
+                         predictor.info.std, done=ledger.done)
+    loader = DataLoader(dataset, batch_size=1 if settings.mode == "tile" else settings.batch_size,
                         num_workers=settings.workers, collate_fn=_collate,
                         prefetch_factor=2 if settings.workers else None)
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgeryloc-writer")
     pending: deque[Future] = deque()
+
+    def finish(index: int, make_outcome: Callable[[], dict]) -> None:
+        ledger.accept(index, make_outcome())
+
     try:
         for items in loader:
-            ready = []
-            for item in items:
-                index, entry = item["index"], entries[item["index"]]
-                if item.get("done"):
-                    record = dict(journal.done[(entry.relative_path, item["sha256"])],
-                                  path=entry.path)
-                    finish(index, record, journaled=False)
-                elif "error" in item:
-                    finish(index, _record(entry, item))
-                else:
-                    ready.append(item)
-            if tiled:
-                for item in ready:
-                    finding = predictor.predict_tiled(item.pop("rgb").numpy(),
-                                                      settings.tile_overlap,
-                                                      1 if on_cpu else settings.batch_size)
-                    pending.append(writer.submit(write_one, item["index"], item,
-                                                 lambda f=finding: f))
-            elif ready:
-                outputs = _forward(predictor, [item.pop("input") for item in ready])
-                for j, item in enumerate(ready):
-                    single = {k: v[j:j + 1] for k, v in outputs.items()}
-                    meta = item["meta"]
-                    pending.append(writer.submit(
-                        write_one, item["index"], item,
-                        lambda o=single, h=meta["height"], w=meta["width"]:
-                            predictor.finding_from_resized(o, 0, h, w)))
+            for index, make_outcome in item_outcomes(items, entries.__getitem__, predictor,
+                                                     settings, out):
+                pending.append(writer.submit(finish, index, make_outcome))
             while len(pending) > 2 * settings.batch_size:
                 pending.popleft().result()  # re-raises a writer failure here
         while pending:
             pending.popleft().result()
     finally:
         writer.shutdown(wait=True, cancel_futures=True)
-        journal.close()
-    return ScanResult(records=[r for r in records if r is not None], started=started,
-                      finished=_now())
+        ledger.close()
+    return ledger.result()

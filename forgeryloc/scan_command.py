@@ -44,6 +44,8 @@ class ScanRequest:
     thumbnails: bool = True
     allow_output_in_input: bool = False
     command_line: list[str] = field(default_factory=list)
+    ray: Optional[str] = None  # run on Ray: "local", "auto" or a cluster address
+    ray_actors: int = 1
     flagged: bool = False  # set by execute_scan
 
 
@@ -56,6 +58,16 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     if request.mode not in ("resize", "tile"):
         _error(console, f"--mode must be resize or tile, not {request.mode!r}")
         return EXIT_USAGE
+    if request.ray is None and request.ray_actors != 1:
+        _error(console, "--ray-actors goes with --ray")
+        return EXIT_USAGE
+    if request.ray is not None:
+        from .ray_scan import ray_unavailable
+        problem = ray_unavailable() or (None if request.ray.strip() else
+                                        "--ray needs an address: local, auto or host:port")
+        if problem:
+            _error(console, problem)
+            return EXIT_USAGE
     output = Path(request.output)
     if output.exists() and not output.is_dir():
         _error(console, f"{output}: exists and is not a folder")
@@ -82,11 +94,10 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     try:
         weights = Path(request.weights) if request.weights else default_weights_path()
         model, card = load_model(weights)
-        device = pick_device(request.device)
+        device = pick_device(request.device) if request.ray is None else None  # Ray: per actor
     except (CheckpointError, ValueError) as error:
         _error(console, str(error))
         return EXIT_USAGE
-    predictor = Predictor(model, card, device)
     settings = ScanSettings(
         mode=request.mode,
         threshold=card.threshold if request.threshold is None else request.threshold,
@@ -122,12 +133,22 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
 
     try:
         with progress:
-            result = run_scan(entries, output, predictor, settings, header,
-                              resume=request.resume, on_record=on_record)
+            if request.ray is None:
+                result = run_scan(entries, output, Predictor(model, card, device), settings,
+                                  header, resume=request.resume, on_record=on_record)
+                # CPU results are exact for a given thread count
+                workers = {"device": str(device), "cpu_threads": torch.get_num_threads()}
+            else:
+                from .ray_scan import run_ray_scan
+                del model  # each actor loads its own
+                result, workers = run_ray_scan(
+                    entries, output, weights, weights_sha256, card, settings, header,
+                    address=request.ray, actors=request.ray_actors, device=request.device,
+                    resume=request.resume, on_record=on_record)
     except OutputError as error:
         _error(console, str(error))
         return EXIT_OUTPUT
-    except ValueError as error:  # a journal made with other settings
+    except ValueError as error:  # a journal made with other settings; a Ray cluster problem
         _error(console, str(error))
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -140,8 +161,9 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         "weights": {"path": str(weights), "sha256": weights_sha256,
                     "config": card.config.name, "input_size": card.input_size,
                     "embeddings": card.embeddings},
-        "device": str(device), "torch": torch.__version__, "python": platform.python_version(),
-        "cpu_threads": torch.get_num_threads(),  # CPU results are exact for a given count
+        "device": workers["device"], "torch": torch.__version__,
+        "python": platform.python_version(), "cpu_threads": workers["cpu_threads"],
+        **({"ray": workers["ray"]} if "ray" in workers else {}),
         "settings": asdict(settings), "started": result.started, "finished": result.finished,
         "counts": result.counts,
         "image_score": "mean of the top 1% of pixel probabilities",
