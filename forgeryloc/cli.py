@@ -281,8 +281,8 @@ def evaluate(
     weights: Optional[Path] = typer.Option(None, help="Checkpoint; default: the shipped one."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="Folder for summary.json and per_image.csv."),
-    threshold: Optional[float] = typer.Option(None, help="Pixel threshold (default: 0.5 of "
-                                              "the checkpoint)."),
+    threshold: Optional[float] = typer.Option(None, help="Pixel threshold (default: 0.5, the "
+                                              "paper's protocol)."),
     batch_size: int = typer.Option(8, min=1),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),

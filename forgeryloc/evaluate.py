@@ -21,6 +21,8 @@ from .preprocess import resize_mask
 
 log = logging.getLogger(__name__)
 
+PAPER_THRESHOLD = 0.5  # the protocol's, whatever threshold a checkpoint suggests for scans
+
 PROTOCOL = ("paper protocol: images and masks resized to {size}x{size}, prediction = "
             "sigmoid >= {threshold}, ground truth > half its maximum, per-image DSC and IoU "
             "(smoothing 1e-5) averaged over the tampered images; native-resolution metrics "
@@ -59,7 +61,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
                      threshold: float | None = None, score_threshold: float | None = None,
                      progress=None) -> EvaluationResult:
     """Runs the predictor over `samples` and computes every metric."""
-    threshold = predictor.info.threshold if threshold is None else threshold
+    threshold = PAPER_THRESHOLD if threshold is None else threshold
     score_threshold = (predictor.info.score_threshold if score_threshold is None
                        else score_threshold)
     size = predictor.size
