@@ -115,33 +115,6 @@ def cosine_lr(progress: float, config: TrainConfig, step: int) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def load_encoder_weights(model: M2SFormer, path: str) -> int:
-    """Starts the encoder from an ImageNet PVT-v2 checkpoint (timm or original PVT names)."""
-    from .official import read_official_state_dict
-
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        state = load_file(path)
-    else:
-        state = read_official_state_dict(path)
-        state = state.get("state_dict", state) if isinstance(state.get("state_dict"), dict) else state
-    ours = model.encoder.state_dict()
-    mapped = {}
-    for key, tensor in state.items():
-        key = key.removeprefix("module.").removeprefix("backbone.")
-        for i in range(4):  # original PVT: patch_embed1 / block1 / norm1; timm: stages.0.*
-            key = key.replace(f"patch_embed{i + 1}.", f"stages.{i}.patch_embed.")
-            key = key.replace(f"block{i + 1}.", f"stages.{i}.blocks.")
-            key = key.replace(f"norm{i + 1}.", f"stages.{i}.norm.") if key.startswith(f"norm{i + 1}.") else key
-        key = key.replace("mlp.dwconv.dwconv.", "mlp.dwconv.").replace(".downsample.", ".patch_embed.")
-        if key in ours and ours[key].shape == tensor.shape:
-            mapped[key] = tensor.float()
-    if len(mapped) < len(ours) // 2:
-        raise ValueError(f"{path}: only {len(mapped)} of {len(ours)} encoder tensors matched")
-    model.encoder.load_state_dict(mapped, strict=False)
-    return len(mapped)
-
-
 class Trainer:
     def __init__(self, config: TrainConfig, on_log: Callable[[dict], None] | None = None):
         self.config = config
@@ -210,6 +183,7 @@ class Trainer:
         else:
             model = build_model(c.arch)
             if c.init_encoder:
+                from .pretrained import load_encoder_weights
                 log.info("encoder: %d tensors from %s", load_encoder_weights(model, c.init_encoder),
                          c.init_encoder)
         model.to(device)

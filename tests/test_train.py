@@ -106,3 +106,35 @@ def test_a_short_run_learns_to_localise_synthetic_forgeries(tmp_path, tiny_regis
     assert losses[-1] < losses[0]
     assert after["pixel_auc"] > max(before["pixel_auc"], 0.5) + 0.05, (before, after)
     assert not math.isnan(after["dsc"])
+
+
+def _pvt_original_name(key: str) -> str:
+    stage, rest = key.split(".", 2)[1:]
+    index = int(stage) + 1
+    if rest.startswith("patch_embed."):
+        return f"patch_embed{index}.{rest.removeprefix('patch_embed.')}"
+    if rest.startswith("blocks."):
+        return f"block{index}.{rest.removeprefix('blocks.')}".replace("mlp.dwconv.", "mlp.dwconv.dwconv.")
+    return f"norm{index}.{rest.removeprefix('norm.')}"
+
+
+def _timm_name(key: str) -> str:
+    if key.startswith("stages.0.patch_embed."):
+        return key.replace("stages.0.patch_embed.", "patch_embed.")
+    return key.replace(".patch_embed.", ".downsample.")
+
+
+@pytest.mark.parametrize("naming", [_pvt_original_name, _timm_name])
+def test_init_encoder_reads_pvt_and_timm_checkpoints(tmp_path, naming):
+    from forgeryloc.pretrained import load_encoder_weights
+    source = m2sformer.build_model("m2sformer-b0")
+    state = {naming(k): v for k, v in source.encoder.state_dict().items()}
+    state["head.weight"] = torch.zeros(1000, 256)  # an ImageNet classifier is ignored
+    path = tmp_path / "pvt_v2_b0.pth"
+    torch.save({"model": state}, path)
+    target = m2sformer.build_model("m2sformer-b0")
+    assert load_encoder_weights(target, path) == len(source.encoder.state_dict())
+    for name, value in source.encoder.state_dict().items():
+        assert torch.equal(value, target.encoder.state_dict()[name])
+    with pytest.raises(ValueError, match="no match"):
+        load_encoder_weights(m2sformer.build_model("m2sformer-b1"), path)
