@@ -28,7 +28,7 @@ PROTOCOL = ("paper protocol: images and masks resized to {size}x{size}, predicti
             "(smoothing 1e-5) averaged over the tampered images; native-resolution metrics "
             "upsample the prediction to the image size; best-threshold F1 is an oracle (the "
             "threshold is chosen per image with the ground truth); image-level score = mean "
-            "of the top 1% pixel probabilities, accuracy at score threshold {score_threshold}")
+            "of the pixel probabilities, accuracy at score threshold {score_threshold}")
 
 
 @dataclass

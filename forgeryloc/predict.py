@@ -15,7 +15,11 @@ from .model.m2sformer import HARD, M2SFormer
 from .preprocess import resize_rgb, to_tensor
 from .weights import CheckpointInfo
 
-SCORE_TOP_FRACTION = 0.01  # the image score is the mean of the top 1% pixel probabilities
+# How the image score is computed, in words for reports. Chosen by image-level AUC on the held-out
+# part of casia1-dev (scripts/compare_image_scores.py): with the shipped checkpoint the mean
+# probability separated tampered from authentic images (AUC 0.58), while the maximum and the
+# top 0.1/1/5% means ranked them the wrong way round (AUC 0.37-0.38).
+IMAGE_SCORE_DEFINITION = "mean of the pixel probabilities"
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -36,11 +40,9 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def image_score(prob: np.ndarray | torch.Tensor, top_fraction: float = SCORE_TOP_FRACTION) -> float:
-    """How strongly the image as a whole looks manipulated: mean of its highest probabilities."""
-    values = torch.as_tensor(prob).flatten().float()
-    k = max(1, int(math.ceil(values.numel() * top_fraction)))
-    return float(values.topk(k).values.mean())
+def image_score(prob: np.ndarray | torch.Tensor) -> float:
+    """How strongly the image as a whole looks manipulated (see IMAGE_SCORE_DEFINITION)."""
+    return float(torch.as_tensor(prob).float().mean())
 
 
 def robust_curvature(curvature: np.ndarray, prior_logits: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import __version__
 from .discover import DiscoveryError, is_within, discover_inputs
 from .imaging import one_line
-from .predict import Predictor, pick_device
+from .predict import IMAGE_SCORE_DEFINITION, Predictor, pick_device
 from .scan import OutputError, ScanSettings, run_scan
 from .weights import CheckpointError, default_weights_path, load_model, sha256_file
 
@@ -166,7 +166,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         **({"ray": workers["ray"]} if "ray" in workers else {}),
         "settings": asdict(settings), "started": result.started, "finished": result.finished,
         "counts": result.counts,
-        "image_score": "mean of the top 1% of pixel probabilities",
+        "image_score": IMAGE_SCORE_DEFINITION,
     }
     from .report import write_reports
     try:

@@ -265,9 +265,11 @@ class Trainer:
                     handle.write(json.dumps(record) + "\n")
                 if self.on_log:
                     self.on_log(record)
-                self._save(model, optimizer, state, "last", train_samples, metrics)
-                if metrics and metrics["dsc"] > state["best_dsc"]:
+                improved = bool(metrics) and metrics["dsc"] > state["best_dsc"]
+                if improved:  # before saving "last", so a resumed run knows the best so far
                     state["best_dsc"] = metrics["dsc"]
+                self._save(model, optimizer, state, "last", train_samples, metrics)
+                if improved:
                     self._save(model, optimizer, state, "best", train_samples, metrics)
             last_checkpoint = time.monotonic()
         if self.distributed:

@@ -49,8 +49,7 @@ def _independent(casia_subset, checkpoint):
             native = torch.nn.functional.interpolate(torch.sigmoid(logits)[None, None],
                                                      size=(rgb.height, rgb.width),
                                                      mode="bilinear", align_corners=False)
-            flat = np.sort(native.numpy().ravel())[::-1]
-            scores.append(flat[: int(np.ceil(flat.size * 0.01))].mean())
+            scores.append(native.numpy().astype(np.float64).mean())
             labels.append(tampered)
             if tampered:
                 gt_image = Image.open(casia_subset / "masks" / f"{path.stem}.png").convert("L")

@@ -1,0 +1,36 @@
+"""Turns a training run's checkpoint into the shipped one: fp16 tensors, calibrated image-score
+threshold and the hardware recorded in the provenance.
+
+    python scripts/ship_weights.py runs/b0-256/best.safetensors --score-threshold T \
+        --hardware "2 CPU cores" [--note ...]
+"""
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+
+from forgeryloc.weights import DEFAULT_WEIGHTS_NAME, load_model, save_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("checkpoint")
+    parser.add_argument("--score-threshold", type=float, required=True)
+    parser.add_argument("--hardware", required=True)
+    parser.add_argument("--note", default="")
+    parser.add_argument("--metrics", default=None, help="metrics.jsonl of the run to copy beside")
+    parser.add_argument("--out", default=f"weights/{DEFAULT_WEIGHTS_NAME}")
+    args = parser.parse_args()
+    model, card = load_model(args.checkpoint)
+    card.score_threshold = args.score_threshold
+    card.provenance["hardware"] = args.hardware
+    if args.note:
+        card.provenance["note"] = args.note
+    save_checkpoint(model, card, args.out, dtype=torch.float16)
+    if args.metrics:
+        shutil.copy(args.metrics, Path(args.out).with_name("training-metrics.jsonl"))
+
+
+if __name__ == "__main__":
+    main()
