@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from forgeryloc.complexity import count_macs
+from forgeryloc.cpu import keep_large_allocations
 from forgeryloc.model.m2sformer import build_model, count_parameters
 
 from .settings import Settings
@@ -23,6 +24,8 @@ def macs_per_image(model: torch.nn.Module, size: int) -> int:
 
 
 def run_forward(settings: Settings, device: torch.device, log) -> dict:
+    if device.type == "cpu":
+        keep_large_allocations()  # as forgeryloc's Predictor does for CPU inference
     sync = synchronizer(device)
     peak_before = measured_peak(device, settings, log)
     results = []

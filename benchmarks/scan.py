@@ -11,6 +11,7 @@ import torch
 
 from forgeryloc.imaging import load_rgb
 from forgeryloc.preprocess import resize_rgb, to_tensor
+from forgeryloc.cpu import keep_large_allocations
 from forgeryloc.weights import load_model
 
 from .procs import run_child
@@ -39,6 +40,8 @@ def bare_forward(weights: Path, paths: list[Path], device: torch.device, batch_s
     beforehand, then time one pass of forwards in batches of the scan's batch size."""
     sync = synchronizer(device)
     started = time.perf_counter()
+    if device.type == "cpu":
+        keep_large_allocations()  # as the scan's Predictor does
     model, info = load_model(weights, device)
     sync()
     load_s = time.perf_counter() - started

@@ -74,7 +74,7 @@ def _check_map(prob: np.ndarray, name: str = "prob") -> np.ndarray:
 def save_png(image: Image.Image, path: str | os.PathLike) -> None:
     """Writes a PNG with fixed settings and no metadata (reproducible bytes), atomically."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=6, optimize=False)
+    image.save(buffer, format="PNG", compress_level=1, optimize=False)  # fast; still lossless
     write_bytes_atomic(path, buffer.getvalue())
 
 
