@@ -14,6 +14,7 @@ import torch
 
 from .model.m2s_attention import dct_filters
 from .model.m2sformer import M2SFormer
+from .weights import describe_mismatch
 
 # (their key pattern, our key template); applied in order, first match wins.
 _RENAMES = [
@@ -97,15 +98,9 @@ def convert_state_dict(theirs: dict[str, torch.Tensor], model: M2SFormer) -> dic
             continue
         converted[name] = tensor.to(target.dtype)
     missing = sorted(set(ours) - set(converted) - {"difficulty_embeddings"})
-    problems = []
-    if unknown:
-        problems.append(f"{len(unknown)} unexpected tensors (e.g. {unknown[:3]})")
-    if mismatched:
-        problems.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})")
-    if missing:
-        problems.append(f"{len(missing)} tensors missing (e.g. {missing[:3]})")
-    if problems:
-        raise ConversionError(f"checkpoint does not fit {model.config.name}: " + "; ".join(problems))
+    if unknown or mismatched or missing:
+        raise ConversionError(f"checkpoint does not fit {model.config.name}: "
+                              + describe_mismatch(missing, unknown, mismatched))
     return converted
 
 

@@ -93,6 +93,13 @@ class CheckpointInfo:
         return info
 
 
+def describe_mismatch(missing: list[str], unexpected: list[str], wrong: list[str]) -> str:
+    """One line naming what a state dict lacks, has too much of, or has in the wrong shape."""
+    return "; ".join(f"{len(items)} {label} (e.g. {items[:3]})" for label, items in
+                     (("missing", missing), ("unexpected", unexpected), ("wrong shapes", wrong))
+                     if items)
+
+
 def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -149,15 +156,8 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     wrong = [f"{k} {tuple(tensors[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
              if k in tensors and tensors[k].shape != v.shape]
     if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"missing {missing[:3]}")
-        if unexpected:
-            details.append(f"unexpected {unexpected[:3]}")
-        if wrong:
-            details.append(f"wrong shapes {wrong[:3]}")
         raise CheckpointError(f"{path}: tensors do not match config {info.config.name} "
-                              f"({'; '.join(details)})")
+                              f"({describe_mismatch(missing, unexpected, wrong)})")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
     return model.eval().to(device), info
 
