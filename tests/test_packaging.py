@@ -21,8 +21,10 @@ def test_installed_package_finds_the_shipped_weights(tmp_path):
                     str(REPO)], check=True, capture_output=True, cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("forgeryloc-*.whl"))
     prefix = tmp_path / "prefix"
-    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--prefix", str(prefix),
-                    str(wheel)], check=True, capture_output=True, cwd=tmp_path)
+    # --ignore-installed: never uninstall the copy the developer or CI has installed.
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--ignore-installed",
+                    "--prefix", str(prefix), str(wheel)], check=True, capture_output=True,
+                   cwd=tmp_path)
     site = sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})
     env = {k: v for k, v in os.environ.items() if k != "FORGERYLOC_WEIGHTS"}
     env["PYTHONPATH"] = site
