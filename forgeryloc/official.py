@@ -45,12 +45,17 @@ class ConversionError(ValueError):
     """The official checkpoint does not fit the model."""
 
 
-def our_key(their_key: str) -> str | None:
-    for pattern, template in _RENAMES:
-        match = re.fullmatch(pattern, their_key)
+def rename(key: str, rules) -> str | None:
+    """The first rule (pattern, template) whose pattern matches the whole key renames it."""
+    for pattern, template in rules:
+        match = re.fullmatch(pattern, key)
         if match:
             return template(match)
     return None
+
+
+def our_key(their_key: str) -> str | None:
+    return rename(their_key, _RENAMES)
 
 
 def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

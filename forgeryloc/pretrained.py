@@ -3,12 +3,12 @@
 Read safely: safetensors, or a pickle through `torch.load(weights_only=True)`."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 
 from .model.m2sformer import M2SFormer
+from .official import rename
 
 _ENCODER_RENAMES = [
     # original PVT: patch_embed1 / block1.0 / norm1, and DWConv wrapped in mlp.dwconv.dwconv
@@ -26,11 +26,7 @@ def encoder_key(key: str) -> str | None:
     """Our encoder's name for a tensor of a PVT-v2 checkpoint (None: not an encoder tensor)."""
     key = key.removeprefix("module.").removeprefix("backbone.").removeprefix("encoder.")
     key = key.replace("mlp.dwconv.dwconv.", "mlp.dwconv.")
-    for pattern, template in _ENCODER_RENAMES:
-        match = re.fullmatch(pattern, key)
-        if match:
-            return template(match)
-    return None
+    return rename(key, _ENCODER_RENAMES)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

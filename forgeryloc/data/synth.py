@@ -183,6 +183,18 @@ def _sometimes(rng: np.random.Generator, probability: float, draw, otherwise=Non
     return draw() if rng.random() < probability else otherwise
 
 
+def _random_cut(rng: np.random.Generator, image: np.ndarray, region, scale: float,
+                odds: dict):
+    """Cuts `region` out of `image` with a random rotation, flip, feathering and resampling
+    (drawn in that order); returns the layer (None if degenerate) and those four choices."""
+    angle = _sometimes(rng, odds["rotate"], lambda: float(rng.uniform(-30, 30)), 0.0)
+    flip = bool(rng.random() < odds["flip"])
+    feather = _sometimes(rng, odds["feather"], lambda: float(rng.uniform(1.0, 3.0)), 0.0)
+    resample = ("bilinear", "bicubic")[int(rng.integers(2))]
+    layer = cut_layer(image, region, scale, angle, flip, feather, resample)
+    return layer, (angle, flip, feather, resample)
+
+
 def _bounding_crop(mask: np.ndarray) -> tuple[slice, slice] | None:
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
@@ -634,11 +646,7 @@ class ForgerySynthesizer:
         if resized and region.info["source"] == "segment":  # fit the object to the wanted area
             scale = float(np.clip(math.sqrt(wanted / region.area), 0.5, 1.5))
         odds = SPLICE_ODDS
-        angle = _sometimes(rng, odds["rotate"], lambda: float(rng.uniform(-30, 30)), 0.0)
-        flip = bool(rng.random() < odds["flip"])
-        feather = _sometimes(rng, odds["feather"], lambda: float(rng.uniform(1.0, 3.0)), 0.0)
-        resample = ("bilinear", "bicubic")[int(rng.integers(2))]
-        layer = cut_layer(donor, region, scale, angle, flip, feather, resample)
+        layer, (angle, flip, feather, resample) = _random_cut(rng, donor, region, scale, odds)
         if layer is None:
             return None
         donor_jpeg = _sometimes(rng, odds["donor_jpeg"], lambda: int(rng.integers(50, 96)))
@@ -666,11 +674,7 @@ class ForgerySynthesizer:
         if region is None:
             return None
         scale = _sometimes(rng, odds["resize"], lambda: float(rng.uniform(0.7, 1.3)), 1.0)
-        angle = _sometimes(rng, odds["rotate"], lambda: float(rng.uniform(-30, 30)), 0.0)
-        flip = bool(rng.random() < odds["flip"])
-        feather = _sometimes(rng, odds["feather"], lambda: float(rng.uniform(1.0, 3.0)), 0.0)
-        resample = ("bilinear", "bicubic")[int(rng.integers(2))]
-        layer = cut_layer(photo, region, scale, angle, flip, feather, resample)
+        layer, (angle, flip, feather, resample) = _random_cut(rng, photo, region, scale, odds)
         if layer is None:
             return None
         top, left = self._away_from(rng, photo.shape[:2], layer, region)
