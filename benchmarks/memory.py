@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from forgeryloc.imaging import DEFAULT_MAX_PIXELS
-from forgeryloc.predict import tile_grid
+from forgeryloc.maps import tile_grid
 
 from .procs import run_child
 from .scan import checkpoint

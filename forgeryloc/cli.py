@@ -230,6 +230,8 @@ def train(
     val_fraction: float = typer.Option(0.0, min=0.0, max=0.9,
                                        help="Hold back this stratified share of --data instead."),
     size: int = typer.Option(256, help="Training input size (multiple of 32)."),
+    crop: Optional[int] = typer.Option(None, help="Train on random CROP x CROP windows of the "
+                                       "SIZE x SIZE input (multiple of 32): same scale, cheaper."),
     batch_size: int = typer.Option(32, min=2),
     accumulate: int = typer.Option(1, min=1, help="Gradient accumulation steps."),
     epochs: int = typer.Option(100, min=1),
@@ -251,12 +253,12 @@ def train(
     """Train M2SFormer (the paper's recipe by default). Multi-GPU: torchrun ... -m forgeryloc train."""
     from .train import TrainConfig, Trainer
 
-    if size % 32:
-        raise fail("--size must be a multiple of 32")
+    if size % 32 or (crop and (crop % 32 or crop > size)):
+        raise fail("--size and --crop must be multiples of 32, with --crop at most --size")
     config = TrainConfig(
         out_dir=str(output), arch=arch, datasets=[str(d) for d in data], dataset_weight=data_weight,
         synth_photos=[str(p) for p in synth_photos], synth_weight=synth_weight,
-        val=str(val) if val else None, val_fraction=val_fraction, size=size,
+        val=str(val) if val else None, val_fraction=val_fraction, size=size, crop=crop,
         batch_size=batch_size, accumulate=accumulate, epochs=epochs, epoch_size=epoch_size,
         max_minutes=max_minutes, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, grad_clip=grad_clip, augment=augment, workers=workers,

@@ -1,16 +1,14 @@
 """Predictor: runs a loaded M2SFormer on batches, in the paper's resize mode or in native-resolution
-tiles, and turns logits into findings at the original image size."""
+tiles, and turns logits into maps (maps.py) and findings at the original image size."""
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-
 from .cpu import keep_large_allocations
+from .maps import ImageMaps, ResizedMaps, TiledMaps, robust_curvature
 from .model.m2sformer import HARD, M2SFormer
 from .preprocess import resize_rgb, to_tensor
 from .weights import CheckpointInfo
@@ -42,17 +40,7 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 def image_score(prob: np.ndarray | torch.Tensor) -> float:
     """How strongly the image as a whole looks manipulated (see IMAGE_SCORE_DEFINITION)."""
-    return float(torch.as_tensor(prob).float().mean())
-
-
-def robust_curvature(curvature: np.ndarray, prior_logits: np.ndarray) -> np.ndarray:
-    """The curvature map shown to users: zero where the prior is nearly flat (its gradient is
-    below 5% of the image's strongest), where the raw formula only amplifies rounding noise."""
-    gy, gx = np.gradient(prior_logits.astype(np.float32))
-    magnitude = np.hypot(gx, gy)
-    significant = magnitude >= 0.05 * max(float(magnitude.max()), 1e-6)
-    return np.where(significant, np.nan_to_num(curvature, posinf=0.0, neginf=0.0), 0.0
-                    ).astype(np.float32)
+    return float(np.asarray(prob, dtype=np.float32).mean(dtype=np.float64))
 
 
 @dataclass
@@ -63,6 +51,17 @@ class Finding:
     difficulty_score: float
     difficulty_label: str        # "easy" or "hard"
     score: float                 # image-level manipulation score in [0, 1]
+
+    @classmethod
+    def from_maps(cls, maps: ImageMaps) -> "Finding":
+        """Gathers streamed maps into whole arrays (for images of moderate size)."""
+        probability = np.empty((maps.height, maps.width), np.float32)
+        for band in maps.bands():
+            probability[band.rows] = band.probability
+        _, curvature = maps.preview(maps.height, maps.width)
+        return cls(probability=probability, curvature=curvature,
+                   difficulty_score=maps.difficulty_score,
+                   difficulty_label=maps.difficulty_label, score=image_score(probability))
 
     def mask(self, threshold: float) -> np.ndarray:
         return self.probability >= threshold
@@ -108,27 +107,20 @@ class Predictor:
                 "difficulty_score": out.difficulty_score.float().cpu(),
                 "difficulty_label": out.difficulty_label.cpu()}
 
+    def maps_from_resized(self, outputs: dict[str, torch.Tensor], index: int, height: int,
+                          width: int) -> ResizedMaps:
+        """The index-th S x S outputs of `forward`, to be streamed at height x width."""
+        curvature = robust_curvature(outputs["curvature"][index, 0].numpy(),
+                                     outputs["prior"][index, 0].numpy())
+        label = int(outputs["difficulty_label"][index])
+        return ResizedMaps(outputs["probability"][index, 0].numpy(), curvature, height, width,
+                           difficulty_score=float(outputs["difficulty_score"][index]),
+                           difficulty_label="hard" if label == HARD else "easy")
+
     def finding_from_resized(self, outputs: dict[str, torch.Tensor], index: int, height: int,
                              width: int) -> Finding:
         """Brings the index-th S x S outputs of `forward` back to height x width."""
-        def restore(name: str) -> np.ndarray:
-            grid = outputs[name][index:index + 1]  # 1 x 1 x S x S
-            if grid.shape[-2:] != (height, width):
-                grid = F.interpolate(grid, size=(height, width), mode="bilinear",
-                                     align_corners=False)
-            return grid[0, 0].numpy()
-
-        probability = np.clip(restore("probability"), 0.0, 1.0).astype(np.float32)
-        curvature = robust_curvature(outputs["curvature"][index, 0].numpy(),
-                                     outputs["prior"][index, 0].numpy())
-        if curvature.shape != (height, width):
-            curvature = np.asarray(F.interpolate(torch.from_numpy(curvature)[None, None],
-                                                 size=(height, width), mode="nearest")[0, 0])
-        label = int(outputs["difficulty_label"][index])
-        return Finding(probability=probability, curvature=curvature,
-                       difficulty_score=float(outputs["difficulty_score"][index]),
-                       difficulty_label="hard" if label == HARD else "easy",
-                       score=image_score(probability))
+        return Finding.from_maps(self.maps_from_resized(outputs, index, height, width))
 
     def predict(self, rgb: np.ndarray, mode: str = "resize", overlap: float = 0.25,
                 batch_size: int = 8) -> Finding:
@@ -141,67 +133,12 @@ class Predictor:
             return self.predict_tiled(rgb, overlap, batch_size)
         raise ValueError(f"unknown mode {mode!r} (resize or tile)")
 
+    def tiled_maps(self, rgb: np.ndarray, overlap: float = 0.25, batch_size: int = 8,
+                   preview_shape: tuple[int, int] | None = None) -> TiledMaps:
+        """Native resolution, streamed (the network runs as the bands are consumed)."""
+        return TiledMaps(self, rgb, overlap, batch_size, preview_shape or rgb.shape[:2])
+
     def predict_tiled(self, rgb: np.ndarray, overlap: float = 0.25,
                       batch_size: int = 8) -> Finding:
         """Native resolution: overlapping S x S tiles, blended with a smooth window."""
-        height, width = rgb.shape[:2]
-        tiles = list(tile_grid(height, width, self.size, overlap))
-        weight_window = blend_window(self.size)
-        probability = np.zeros((height, width), np.float32)
-        curvature = np.zeros((height, width), np.float32)
-        weights = np.zeros((height, width), np.float32)
-        difficulty = []
-        padded = pad_to_tile(rgb, self.size)
-        for start in range(0, len(tiles), batch_size):
-            chunk = tiles[start:start + batch_size]
-            batch = torch.stack([to_tensor(padded[y:y + self.size, x:x + self.size],
-                                           self.info.mean, self.info.std) for y, x in chunk])
-            outputs = self.forward(batch)
-            for i, (y, x) in enumerate(chunk):
-                h, w = min(self.size, height - y), min(self.size, width - x)
-                window = weight_window[:h, :w]
-                probability[y:y + h, x:x + w] += outputs["probability"][i, 0, :h, :w].numpy() * window
-                tile_curvature = robust_curvature(outputs["curvature"][i, 0].numpy(),
-                                                  outputs["prior"][i, 0].numpy())
-                curvature[y:y + h, x:x + w] += tile_curvature[:h, :w] * window
-                weights[y:y + h, x:x + w] += window
-                difficulty.append(float(outputs["difficulty_score"][i]))
-        probability /= np.maximum(weights, 1e-6)
-        curvature /= np.maximum(weights, 1e-6)
-        difficulty_score = float(np.mean(difficulty))
-        probability = np.clip(probability, 0.0, 1.0)
-        return Finding(probability=probability, curvature=curvature,
-                       difficulty_score=difficulty_score,
-                       difficulty_label="hard" if difficulty_score > 0.5 else "easy",
-                       score=image_score(probability))
-
-
-def tile_grid(height: int, width: int, size: int, overlap: float):
-    """Top-left corners of tiles covering the image with at least `overlap` between tiles."""
-    stride = max(1, int(size * (1 - overlap)))
-
-    def starts(length: int) -> list[int]:
-        if length <= size:
-            return [0]
-        count = math.ceil((length - size) / stride) + 1
-        return sorted({round(i * (length - size) / (count - 1)) for i in range(count)})
-
-    for y in starts(height):
-        for x in starts(width):
-            yield y, x
-
-
-def blend_window(size: int) -> np.ndarray:
-    """S x S weights, highest in the tile centre, never zero (edges of the image stay covered)."""
-    ramp = np.hanning(size + 2)[1:-1].astype(np.float32)
-    return np.maximum(np.outer(ramp, ramp), 1e-3)
-
-
-def pad_to_tile(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Reflect-pads an image smaller than one tile so every tile is S x S."""
-    height, width = rgb.shape[:2]
-    pad_h, pad_w = max(0, size - height), max(0, size - width)
-    if not (pad_h or pad_w):
-        return rgb
-    mode = "reflect" if height > 1 and width > 1 and pad_h < height and pad_w < width else "edge"
-    return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+        return Finding.from_maps(self.tiled_maps(rgb, overlap, batch_size))

@@ -2,8 +2,9 @@
 difficulty (curvature) map and small JPEG thumbnails.
 
 Everything is deterministic: the same inputs give the same pixels, and `save_png` writes
-no time stamp or other varying metadata, so the PNG bytes are reproducible too. Large
-images are processed in bands of rows in uint8/float32 to keep memory bounded."""
+no time stamp or other varying metadata, so the PNG bytes are reproducible too. The
+full-resolution maps of a scan are encoded band by band (`probability_levels`,
+`mask_levels` with png.PngStream); the pictures are drawn at preview size."""
 from __future__ import annotations
 
 import io
@@ -14,7 +15,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from .atomic import write_bytes_atomic
+from .maps import row_bands
+from .png import write_png
 
 # Control points of matplotlib's "inferno" map at t = 0, 0.1, ..., 1 (a perceptual map).
 INFERNO_POINTS = ("000004", "160b39", "420a68", "6a176e", "932667", "bc3754",
@@ -31,7 +33,6 @@ MAX_OPACITY = 0.85                  # opacity of the colour map at probability 1
 PHOTO_SATURATION = 0.5              # the photo under the overlay keeps half its colour ...
 PHOTO_BRIGHTNESS = 0.7              # ... and 70 % of its brightness
 MIN_CANVAS_WIDTH = 320              # narrower images are centred on a canvas this wide
-BAND_PIXELS = 1 << 20               # pixels per band of rows in the blending loops
 CURVATURE_PERCENTILE = 99.0
 PERCENTILE_SAMPLE = 4_000_000       # at most this many values enter the percentile
 
@@ -51,13 +52,6 @@ DIVERGING = _lut(DIVERGING_POINTS)
 
 # --------------------------------------------------------------------------- small helpers
 
-def _row_bands(height: int, width: int):
-    """Row slices of about BAND_PIXELS pixels each."""
-    rows = max(1, BAND_PIXELS // max(1, width))
-    for top in range(0, height, rows):
-        yield slice(top, min(height, top + rows))
-
-
 def _clean_probability(values: np.ndarray) -> np.ndarray:
     """float32 copy in [0, 1] with NaN as 0 (no evidence) and +-inf clipped."""
     band = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
@@ -71,23 +65,36 @@ def _check_map(prob: np.ndarray, name: str = "prob") -> np.ndarray:
     return prob
 
 
-def save_png(image: Image.Image, path: str | os.PathLike) -> None:
-    """Writes a PNG with fixed settings and no metadata (reproducible bytes), atomically."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1, optimize=False)  # fast; still lossless
-    write_bytes_atomic(path, buffer.getvalue())
+PNG_MODES = {"RGB": "RGB", "L": "L", "I;16": "I;16", "I;16L": "I;16"}
+
+
+def save_png(image: Image.Image, path: str | os.PathLike, fast: bool = False) -> None:
+    """Writes an RGB, L or 16-bit grey image as a PNG with fixed settings and no metadata
+    (reproducible bytes), atomically. `fast`: see png.PngStream."""
+    if image.mode not in PNG_MODES:
+        raise ValueError(f"cannot save a {image.mode} image as PNG here")
+    write_png(path, np.asarray(image), PNG_MODES[image.mode], fast=fast)
 
 
 # --------------------------------------------------------------------------- maps and masks
+
+def probability_levels(prob: np.ndarray) -> np.ndarray:
+    """uint16 levels round(p * 65535) of a probability band; NaN is 0, infinities clipped."""
+    return np.rint(_clean_probability(prob) * np.float32(65535.0)).astype(np.uint16)
+
+
+def mask_levels(mask: np.ndarray) -> np.ndarray:
+    """uint8 0 / 255 of a boolean mask band."""
+    return mask.view(np.uint8) * np.uint8(255)
+
 
 def probability_png(prob: np.ndarray) -> Image.Image:
     """Lossless 16-bit grayscale ("I;16") image of a H x W probability map: round(p * 65535)."""
     prob = _check_map(prob)
     height, width = prob.shape
     levels = np.empty((height, width), dtype=np.uint16)
-    for rows in _row_bands(height, width):
-        band = _clean_probability(prob[rows])
-        levels[rows] = np.rint(band * np.float32(65535.0))
+    for rows in row_bands(height, width):
+        levels[rows] = probability_levels(prob[rows])
     return Image.fromarray(levels)
 
 
@@ -105,41 +112,33 @@ def read_probability_png(path: str | os.PathLike) -> np.ndarray:
 def _threshold_mask(prob: np.ndarray, threshold: float) -> np.ndarray:
     """Boolean H x W: probability >= threshold (NaN is never set)."""
     mask = np.empty(prob.shape, dtype=bool)
-    for rows in _row_bands(*prob.shape):
+    for rows in row_bands(*prob.shape):
         mask[rows] = np.asarray(prob[rows], dtype=np.float32) >= np.float32(threshold)
     return mask
 
 
 def mask_png(prob: np.ndarray, threshold: float) -> Image.Image:
     """Binary mask, mode "L": 255 where probability >= threshold, else 0."""
-    mask = _threshold_mask(_check_map(prob), threshold)
-    return Image.fromarray(mask.view(np.uint8) * np.uint8(255))
+    return Image.fromarray(mask_levels(_threshold_mask(_check_map(prob), threshold)))
 
 
 # --------------------------------------------------------------------------- overlay
 
-def _dim_photo(rgb: np.ndarray) -> np.ndarray:
-    """float32 band of the photo, half desaturated and darkened, so colours read on top."""
-    pixels = rgb.astype(np.float32)
-    luma = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
-    pixels *= PHOTO_SATURATION
-    pixels += ((1.0 - PHOTO_SATURATION) * luma)[..., None]
-    pixels *= PHOTO_BRIGHTNESS
-    return pixels
-
-
 def _blend_heatmap(rgb: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """H x W x 3 uint8: inferno colours over the dimmed photo, opacity = MAX_OPACITY * p."""
-    height, width = prob.shape
-    out = np.empty((height, width, 3), dtype=np.uint8)
-    for rows in _row_bands(height, width):
-        p = _clean_probability(prob[rows])
-        colour = INFERNO[np.rint(p * 255.0).astype(np.uint8)].astype(np.float32)
-        alpha = (p * MAX_OPACITY)[..., None]
-        base = _dim_photo(rgb[rows])
-        base += alpha * (colour - base)
-        out[rows] = np.clip(np.rint(base), 0, 255).astype(np.uint8)
-    return out
+    """H x W x 3 uint8: inferno colours over the photo, half desaturated and darkened so the
+    colours read on top; opacity = MAX_OPACITY * p. Pillow's integer kernels do the work."""
+    p = _clean_probability(prob)
+    colours = Image.frombytes("P", (p.shape[1], p.shape[0]),
+                              np.rint(p * np.float32(255.0)).astype(np.uint8).tobytes())
+    colours.putpalette(INFERNO.tobytes())
+    opacity = Image.fromarray(np.rint(p * np.float32(255.0 * MAX_OPACITY)).astype(np.uint8))
+    photo = Image.fromarray(np.ascontiguousarray(rgb))
+    grey = photo.convert("L").convert("RGB")  # ITU-R 601 luma
+    dimmed = Image.blend(grey, photo, PHOTO_SATURATION).point(_BRIGHTNESS_TABLE)
+    return np.array(Image.composite(colours.convert("RGB"), dimmed, opacity))
+
+
+_BRIGHTNESS_TABLE = [round(v * PHOTO_BRIGHTNESS) for v in range(256)] * 3
 
 
 def outline_thickness(height: int, width: int) -> int:

@@ -26,7 +26,9 @@ from torch.utils.data import DataLoader, Dataset
 from .discover import InputEntry
 from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_image, one_line, read_bytes,
                       sha256_bytes)
-from .predict import Finding, Predictor
+from .maps import ImageMaps
+from .png import PngStream
+from .predict import Predictor
 from .preprocess import resize_rgb, to_tensor
 
 log = logging.getLogger(__name__)
@@ -136,23 +138,23 @@ def _forward(predictor: Predictor, inputs: list[torch.Tensor]) -> dict[str, torc
 
 
 def predict_items(predictor: Predictor, items: list[dict],
-                  settings: ScanSettings) -> list[Callable[[], Finding]]:
-    """Runs the network on decoded items; for each, a function that gives its Finding at the
-    image's own size (the upsampling is left to whoever calls it, e.g. a writer thread)."""
+                  settings: ScanSettings) -> list[Callable[[], ImageMaps]]:
+    """Runs the network on decoded items; for each, a function that gives its maps at the
+    image's own size (streamed later, e.g. by a writer thread). In tile mode the network
+    itself runs while those maps are streamed."""
     if not items:
         return []
     if settings.mode == "tile":
         tile_batch = 1 if predictor.device.type == "cpu" else settings.batch_size
-        findings = [predictor.predict_tiled(item.pop("rgb").numpy(), settings.tile_overlap,
-                                            tile_batch) for item in items]
-        return [lambda f=finding: f for finding in findings]
+        return [partial(predictor.tiled_maps, item.pop("rgb").numpy(), settings.tile_overlap,
+                        tile_batch, tuple(item["preview"].shape[:2])) for item in items]
     outputs = _forward(predictor, [item.pop("input") for item in items])
     makers = []
     for j, item in enumerate(items):
         single = {k: v[j:j + 1] for k, v in outputs.items()}
         meta = item["meta"]
-        makers.append(lambda o=single, h=meta["height"], w=meta["width"]:
-                      predictor.finding_from_resized(o, 0, h, w))
+        makers.append(partial(predictor.maps_from_resized, single, 0, meta["height"],
+                              meta["width"]))
     return makers
 
 
@@ -167,21 +169,19 @@ def base_record(entry: InputEntry, item: dict) -> dict:
             "difficulty": None, "outputs": None, "error": item.get("error")}
 
 
-def image_record(out: Path, entry: InputEntry, item: dict, finding: Finding,
+def image_record(out: Path, entry: InputEntry, item: dict, maps: ImageMaps,
                  settings: ScanSettings) -> dict:
     """Writes the output pictures of one predicted image and returns its record."""
     record = base_record(entry, item)
-    score = round(finding.score, 6)
-    flagged = score >= settings.flag_threshold
     try:
-        record["outputs"] = write_outputs(out, entry, finding, item["preview"].numpy(),
-                                          settings, flagged)
+        written = write_outputs(out, entry, maps, item["preview"].numpy(), settings)
     except OSError as error:
         raise OutputError(f"cannot write outputs for {entry.relative_path} under {out}: "
                           f"{error.strerror or error}") from None
-    record.update(score=score, area=round(finding.area(settings.threshold), 6),
-                  flagged=flagged, difficulty={"label": finding.difficulty_label,
-                                               "score": round(finding.difficulty_score, 6)})
+    record.update(score=written.score, area=written.area, flagged=written.flagged,
+                  outputs=written.paths,
+                  difficulty={"label": maps.difficulty_label,
+                              "score": round(maps.difficulty_score, 6)})
     return record
 
 
@@ -193,7 +193,7 @@ def item_outcomes(items: list[dict], entry_of: Callable[[int], InputEntry],
       {"record": record}    a new record (a finished or an unreadable image), to journal;
       {"resumed": sha256}   an image the journal already has.
     Items that need the network are predicted together when the first of them is reached;
-    make_outcome then computes the finding and writes the outputs."""
+    make_outcome then streams the maps and writes the outputs."""
     ready = []
     for item in items:
         if item.get("done"):
@@ -202,9 +202,9 @@ def item_outcomes(items: list[dict], entry_of: Callable[[int], InputEntry],
             yield item["index"], partial(dict, record=base_record(entry_of(item["index"]), item))
         else:
             ready.append(item)
-    for item, make_finding in zip(ready, predict_items(predictor, ready, settings)):
+    for item, make_maps in zip(ready, predict_items(predictor, ready, settings)):
         entry = entry_of(item["index"])
-        yield item["index"], (lambda e=entry, i=item, m=make_finding:
+        yield item["index"], (lambda e=entry, i=item, m=make_maps:
                               {"record": image_record(out, e, i, m(), settings)})
 
 
@@ -214,33 +214,54 @@ def output_paths(entry: InputEntry) -> dict[str, str]:
     return {kind: f"{entry.relative_path}.{kind}.png" for kind in OUTPUT_KINDS}
 
 
-def write_outputs(out_dir: Path, entry: InputEntry, finding: Finding, preview: np.ndarray,
-                  settings: ScanSettings, flagged: bool) -> dict[str, str]:
+@dataclass
+class WrittenOutputs:
+    paths: dict[str, str]
+    score: float        # image score (see predict.IMAGE_SCORE_DEFINITION), rounded
+    area: float         # share of pixels at or above the threshold, rounded
+    flagged: bool
+
+
+def write_outputs(out_dir: Path, entry: InputEntry, maps: ImageMaps, preview: np.ndarray,
+                  settings: ScanSettings) -> WrittenOutputs:
+    """One pass over the maps' bands writes the full-resolution probability map and mask and
+    sums the score and area; the overlay and difficulty pictures are drawn at preview size."""
+    paths = output_paths(entry)
+    try:
+        return _write_outputs(out_dir, paths, maps, preview, settings)
+    except BaseException:
+        # All or nothing: no picture of a failed image stays behind to look like a result.
+        for path in paths.values():
+            with contextlib.suppress(OSError):
+                (out_dir / path).unlink(missing_ok=True)
+        raise
+
+
+def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, preview: np.ndarray,
+                   settings: ScanSettings) -> WrittenOutputs:
     from . import render
 
-    paths = output_paths(entry)
-    probability = finding.probability
-    area = finding.area(settings.threshold)
-    title = (f"score {finding.score:.3f} · area {100 * area:.1f}%"
-             + (" · FLAGGED" if flagged else ""))
-    small_prob = probability
-    small_curvature = finding.curvature
-    if preview.shape[:2] != probability.shape:
-        size = preview.shape[:2]
-        small_prob = _resize_map(probability, size)
-        small_curvature = _resize_map(finding.curvature, size)
-    render.save_png(render.probability_png(probability), out_dir / paths["prob"])
-    render.save_png(render.mask_png(probability, settings.threshold), out_dir / paths["mask"])
-    render.save_png(render.overlay_image(preview, small_prob, settings.threshold, title=title),
-              out_dir / paths["overlay"])
-    render.save_png(render.difficulty_image(small_curvature, finding.difficulty_label,
-                                      finding.difficulty_score), out_dir / paths["difficulty"])
-    return paths
-
-
-def _resize_map(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[None, None]
-    return torch.nn.functional.interpolate(tensor, size=size, mode="area")[0, 0].numpy()
+    height, width = maps.height, maps.width
+    threshold = np.float32(settings.threshold)
+    total, marked = 0.0, 0
+    with PngStream(out_dir / paths["prob"], width, height, "I;16") as prob_png, \
+            PngStream(out_dir / paths["mask"], width, height, "L") as mask_png:
+        for band in maps.bands():
+            prob_png.write(render.probability_levels(band.probability))
+            mask = band.probability >= threshold
+            mask_png.write(render.mask_levels(mask))
+            total += float(band.probability.sum(dtype=np.float64))
+            marked += int(np.count_nonzero(mask))
+    score, area = round(total / (height * width), 6), round(marked / (height * width), 6)
+    flagged = score >= settings.flag_threshold
+    title = f"score {score:.3f} · area {100 * area:.1f}%" + (" · FLAGGED" if flagged else "")
+    probability, curvature = maps.preview(*preview.shape[:2])
+    render.save_png(render.overlay_image(preview, probability, settings.threshold, title=title),
+                    out_dir / paths["overlay"], fast=True)
+    render.save_png(render.difficulty_image(curvature, maps.difficulty_label,
+                                            maps.difficulty_score),
+                    out_dir / paths["difficulty"])
+    return WrittenOutputs(paths, score, area, flagged)
 
 
 # ---- journal ----------------------------------------------------------------------------

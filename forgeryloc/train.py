@@ -42,6 +42,7 @@ class TrainConfig:
     val: str | None = None
     val_fraction: float = 0.0
     size: int = 256
+    crop: int | None = None         # train on random crop x crop windows of the size x size input
     batch_size: int = 8
     accumulate: int = 1
     epochs: int = 100
@@ -105,6 +106,23 @@ class MixedEpoch(Dataset):
         source = self.sources[rng.choice(len(self.sources), p=self.probabilities)]
         image, mask, _ = source[int(rng.integers(len(source)))]
         return image, mask
+
+
+def random_windows(images: torch.Tensor, masks: torch.Tensor, crop: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random crop x crop window per item, at the input's scale (B x C x crop x crop).
+
+    Training on windows of the resized image costs (crop/size)^2 of a full forward while the
+    network sees objects and traces at the scale inference will show them.
+    """
+    height, width = images.shape[-2:]
+    if crop >= min(height, width):
+        return images, masks
+    tops = torch.randint(0, height - crop + 1, (len(images),), generator=generator).tolist()
+    lefts = torch.randint(0, width - crop + 1, (len(images),), generator=generator).tolist()
+    windows = [(slice(None), slice(t, t + crop), slice(l, l + crop)) for t, l in zip(tops, lefts)]
+    return (torch.stack([image[w] for image, w in zip(images, windows)]),
+            torch.stack([mask[w] for mask, w in zip(masks, windows)]))
 
 
 def cosine_lr(progress: float, config: TrainConfig, step: int) -> float:
@@ -219,6 +237,10 @@ class Trainer:
             running, seen = 0.0, 0
             optimizer.zero_grad(set_to_none=True)
             for batch_index, (images, masks) in enumerate(DataLoader(mixed, **loader_kwargs)):
+                if c.crop:
+                    windows = torch.Generator().manual_seed(
+                        (c.seed * 1_000_003 + state["epoch"]) * 1_000_003 + batch_index)
+                    images, masks = random_windows(images, masks, c.crop, windows)
                 images, masks = images.to(device, non_blocking=True), masks.to(device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                     outputs = ddp_model(images)

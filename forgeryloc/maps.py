@@ -1,0 +1,249 @@
+"""The maps of one image at its own size, made band by band (a few rows at a time), so that
+no image-sized float array is ever needed: memory stays flat however large the photograph.
+
+- ResizedMaps (the paper's resize protocol) interpolates the network's S x S maps one band
+  of rows at a time.
+- TiledMaps (native resolution) runs the overlapping tiles one row of tiles at a time and
+  hands on the rows that no later tile touches.
+
+`bands()` yields the probability map in order of rows; `preview(h, w)` gives the
+probability and difficulty (curvature) maps at a small size for the pictures (for tiles:
+after a full pass over `bands()`, which gathers them)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+
+from .preprocess import to_tensor
+
+BAND_PIXELS = 1 << 20  # pixels per band of rows
+
+
+def row_bands(height: int, width: int) -> Iterator[slice]:
+    """Row slices of about BAND_PIXELS pixels each."""
+    rows = max(1, BAND_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        yield slice(top, min(height, top + rows))
+
+
+@dataclass
+class MapBand:
+    rows: slice                 # which rows of the image
+    probability: np.ndarray     # len(rows) x W float32 in [0, 1]
+
+
+class ImageMaps(Protocol):
+    height: int
+    width: int
+    difficulty_score: float
+    difficulty_label: str
+
+    def bands(self) -> Iterator[MapBand]: ...
+
+    def preview(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def robust_curvature(curvature: np.ndarray, prior_logits: np.ndarray) -> np.ndarray:
+    """The curvature map shown to users: zero where the prior is nearly flat (its gradient is
+    below 5% of the image's strongest), where the raw formula only amplifies rounding noise."""
+    gy, gx = np.gradient(prior_logits.astype(np.float32))
+    magnitude = np.hypot(gx, gy)
+    significant = magnitude >= 0.05 * max(float(magnitude.max()), 1e-6)
+    return np.where(significant, np.nan_to_num(curvature, posinf=0.0, neginf=0.0), 0.0
+                    ).astype(np.float32)
+
+
+def difficulty_label(score: float) -> str:
+    return "hard" if score > 0.5 else "easy"
+
+
+# ---- resize mode --------------------------------------------------------------------------
+
+def linear_taps(size_out: int, size_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices i0, i1 and weight of i1 for each output position, as PyTorch's bilinear
+    interpolation computes them (align_corners=False, negative coordinates clamped to 0)."""
+    scale, half = np.float32(size_in / size_out), np.float32(0.5)  # float32, as PyTorch's
+    source = np.maximum(scale * (np.arange(size_out, dtype=np.float32) + half) - half,
+                        np.float32(0.0))
+    first = np.minimum(source.astype(np.int64), size_in - 1)
+    second = np.minimum(first + 1, size_in - 1)
+    return first, second, source - first.astype(np.float32)
+
+
+def nearest_taps(size_out: int, size_in: int) -> np.ndarray:
+    """Source index per output position of PyTorch's "nearest" mode: floor(i * in / out)."""
+    return np.minimum((np.arange(size_out) * (size_in / size_out)).astype(np.int64), size_in - 1)
+
+
+def bilinear(grid: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:
+    """grid h x w sampled at the given row taps and column taps (see linear_taps)."""
+    r0, r1, wr = rows
+    c0, c1, wc = cols
+    mixed = grid[r0] + (grid[r1] - grid[r0]) * wr[:, None]    # r x w
+    return mixed[:, c0] + (mixed[:, c1] - mixed[:, c0]) * wc   # r x W
+
+
+class ResizedMaps:
+    """S x S network maps of an image resized to S x S, brought back to height x width."""
+
+    def __init__(self, probability: np.ndarray, curvature: np.ndarray, height: int, width: int,
+                 difficulty_score: float, difficulty_label: str):
+        self.small_probability = np.asarray(probability, np.float32)  # S x S
+        self.small_curvature = np.asarray(curvature, np.float32)      # S x S, robust
+        self.height, self.width = height, width
+        self.difficulty_score, self.difficulty_label = difficulty_score, difficulty_label
+
+    def _resized(self, height: int, width: int, rows: slice) -> np.ndarray:
+        grid = self.small_probability
+        row_taps = [t[rows] for t in linear_taps(height, grid.shape[0])]
+        values = bilinear(grid, row_taps, linear_taps(width, grid.shape[1]))
+        return np.clip(values, 0.0, 1.0, out=values)
+
+    def bands(self) -> Iterator[MapBand]:
+        for rows in row_bands(self.height, self.width):
+            yield MapBand(rows, self._resized(self.height, self.width, rows))
+
+    def preview(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        probability = self._resized(height, width, slice(None))
+        curvature = self.small_curvature
+        curvature = curvature[nearest_taps(height, curvature.shape[0])][
+            :, nearest_taps(width, curvature.shape[1])]
+        return probability, curvature
+
+
+# ---- tile mode ----------------------------------------------------------------------------
+
+def tile_grid(height: int, width: int, size: int, overlap: float):
+    """Top-left corners of tiles covering the image with at least `overlap` between tiles,
+    row of tiles by row of tiles."""
+    stride = max(1, int(size * (1 - overlap)))
+
+    def starts(length: int) -> list[int]:
+        if length <= size:
+            return [0]
+        count = math.ceil((length - size) / stride) + 1
+        return sorted({round(i * (length - size) / (count - 1)) for i in range(count)})
+
+    for y in starts(height):
+        for x in starts(width):
+            yield y, x
+
+
+def blend_window(size: int) -> np.ndarray:
+    """S x S weights, highest in the tile centre, never zero (edges of the image stay covered)."""
+    ramp = np.hanning(size + 2)[1:-1].astype(np.float32)
+    return np.maximum(np.outer(ramp, ramp), 1e-3)
+
+
+def pad_to_tile(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Reflect-pads an image smaller than one tile so every tile is S x S."""
+    height, width = rgb.shape[:2]
+    pad_h, pad_w = max(0, size - height), max(0, size - width)
+    if not (pad_h or pad_w):
+        return rgb
+    mode = "reflect" if height > 1 and width > 1 and pad_h < height and pad_w < width else "edge"
+    return np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+
+
+class AreaAverage:
+    """Shrinks a height x width map fed in bands of rows to out_h x out_w: each output pixel
+    is the mean of the block of input pixels that map onto it."""
+
+    def __init__(self, height: int, width: int, out_h: int, out_w: int):
+        if not (1 <= out_h <= height and 1 <= out_w <= width):
+            raise ValueError(f"cannot shrink {width}x{height} to {out_w}x{out_h}")
+        self.row_bin = np.arange(height) * out_h // height
+        col_bin = np.arange(width) * out_w // width
+        self.col_starts = np.searchsorted(col_bin, np.arange(out_w))
+        self.count = np.outer(np.bincount(self.row_bin, minlength=out_h),
+                              np.bincount(col_bin, minlength=out_w)).astype(np.float64)
+        self.sums = np.zeros((out_h, out_w), np.float64)
+
+    def add(self, rows: slice, values: np.ndarray) -> None:
+        columns = np.add.reduceat(values, self.col_starts, axis=1, dtype=np.float64)
+        bins = self.row_bin[rows]
+        starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
+        self.sums[bins[starts]] += np.add.reduceat(columns, starts, axis=0)
+
+    def result(self) -> np.ndarray:
+        return (self.sums / self.count).astype(np.float32)
+
+
+class TiledMaps:
+    """Native resolution: overlapping S x S tiles blended with a smooth window. The network
+    runs while `bands()` is consumed, one row of tiles at a time, so only about two tile
+    heights of blended rows are ever held, plus a preview of `preview_shape` (h, w)."""
+
+    def __init__(self, predictor, rgb: np.ndarray, overlap: float, batch_size: int,
+                 preview_shape: tuple[int, int]):
+        self.predictor, self.rgb = predictor, rgb
+        self.overlap, self.batch_size = overlap, max(1, batch_size)
+        self.height, self.width = rgb.shape[:2]
+        self.preview_shape = tuple(preview_shape)
+        self.difficulty_score: float = float("nan")
+        self.difficulty_label = "unknown"
+        self._preview: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _forward_row(self, padded: np.ndarray, y: int, xs: list[int]) -> Iterator[tuple]:
+        """(x, probability S x S, robust curvature S x S, difficulty) for each tile of a row."""
+        size, info = self.predictor.size, self.predictor.info
+        for start in range(0, len(xs), self.batch_size):
+            chunk = xs[start:start + self.batch_size]
+            batch = torch.stack([to_tensor(padded[y:y + size, x:x + size], info.mean, info.std)
+                                 for x in chunk])
+            outputs = self.predictor.forward(batch)
+            for i, x in enumerate(chunk):
+                yield (x, outputs["probability"][i, 0].numpy(),
+                       robust_curvature(outputs["curvature"][i, 0].numpy(),
+                                        outputs["prior"][i, 0].numpy()),
+                       float(outputs["difficulty_score"][i]))
+
+    def bands(self) -> Iterator[MapBand]:
+        size, height, width = self.predictor.size, self.height, self.width
+        rows_of_tiles: dict[int, list[int]] = {}
+        for y, x in tile_grid(height, width, size, self.overlap):
+            rows_of_tiles.setdefault(y, []).append(x)
+        tops = sorted(rows_of_tiles)
+        window = blend_window(size)
+        padded = pad_to_tile(self.rgb, size)
+        preview_probability = AreaAverage(height, width, *self.preview_shape)
+        preview_curvature = AreaAverage(height, width, *self.preview_shape)
+        # Weighted sums of the rows from `first` on that tiles have touched (3 x r x W).
+        first, sums = 0, np.zeros((3, 0, width), np.float32)
+        difficulty = []
+        for index, y in enumerate(tops):
+            h = min(size, height - y)
+            if y + h - first > sums.shape[1]:
+                grow = np.zeros((3, y + h - first - sums.shape[1], width), np.float32)
+                sums = np.concatenate([sums, grow], axis=1)
+            for x, probability, curvature, score in self._forward_row(padded, y, rows_of_tiles[y]):
+                w = min(size, width - x)
+                weights = window[:h, :w]
+                target = (slice(y - first, y - first + h), slice(x, x + w))
+                sums[0][target] += probability[:h, :w] * weights
+                sums[1][target] += curvature[:h, :w] * weights
+                sums[2][target] += weights
+                difficulty.append(score)
+            done = (tops[index + 1] if index + 1 < len(tops) else height) - first
+            weight = np.maximum(sums[2, :done], 1e-6)
+            probability = np.clip(sums[0, :done] / weight, 0.0, 1.0)
+            rows = slice(first, first + done)
+            preview_probability.add(rows, probability)
+            preview_curvature.add(rows, sums[1, :done] / weight)
+            yield MapBand(rows, probability)
+            first, sums = first + done, sums[:, done:]
+        self.difficulty_score = float(np.mean(difficulty))
+        self.difficulty_label = difficulty_label(self.difficulty_score)
+        self._preview = (preview_probability.result(), preview_curvature.result())
+
+    def preview(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._preview is None:
+            raise RuntimeError("the preview of tiled maps exists after a pass over bands()")
+        if (height, width) != self.preview_shape:
+            raise ValueError(f"the preview was gathered at {self.preview_shape}, not "
+                             f"{(height, width)}")
+        return self._preview

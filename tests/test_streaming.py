@@ -1,0 +1,163 @@
+"""Streaming outputs: the PNG encoder and the band-by-band maps of resize and tile mode."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from forgeryloc.maps import (AreaAverage, ResizedMaps, TiledMaps, blend_window, pad_to_tile,
+                             tile_grid)
+from forgeryloc.png import PngStream, write_png
+
+
+# --------------------------------------------------------------------------- PNG encoder
+
+@pytest.mark.parametrize("mode,shape,dtype", [("L", (37, 53), np.uint8),
+                                              ("RGB", (300, 5, 3), np.uint8),
+                                              ("I;16", (129, 700), np.uint16)])
+def test_png_stream_is_lossless_in_any_band_split(tmp_path, mode, shape, dtype):
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+    pixels[: shape[0] // 2] //= 7  # some redundancy for the compressor
+    outputs = []
+    for band in (1, 10, shape[0]):
+        path = tmp_path / f"{band}.png"
+        with PngStream(path, shape[1], shape[0], mode) as png:
+            for top in range(0, shape[0], band):
+                png.write(pixels[top:top + band])
+        with Image.open(path) as image:
+            assert image.mode == mode
+            assert np.array_equal(np.asarray(image), pixels)
+        outputs.append(path.read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2], "bytes depend only on the pixels"
+
+
+def test_png_stream_leaves_nothing_when_incomplete_or_failing(tmp_path):
+    path = tmp_path / "x.png"
+    with pytest.raises(ValueError, match="rows were written"):
+        with PngStream(path, 4, 3, "L") as png:
+            png.write(np.zeros((2, 4), np.uint8))
+    with pytest.raises(RuntimeError):
+        with PngStream(path, 4, 3, "L") as png:
+            png.write(np.zeros((1, 4), np.uint8))
+            raise RuntimeError("interrupted")
+    with pytest.raises(ValueError, match="rows of shape"):
+        with PngStream(path, 4, 3, "RGB") as png:
+            png.write(np.zeros((1, 4), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fast_png_decodes_to_the_same_pixels(tmp_path):
+    rng = np.random.default_rng(2)
+    photo = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    write_png(tmp_path / "fast.png", photo, "RGB", fast=True)
+    with Image.open(tmp_path / "fast.png") as image:
+        assert np.array_equal(np.asarray(image), photo)
+
+
+# --------------------------------------------------------------------------- resize mode
+
+@pytest.mark.parametrize("height,width", [(100, 150), (37, 500), (64, 64), (20, 9)])
+def test_resized_maps_stream_torch_bilinear_interpolation(height, width, monkeypatch):
+    monkeypatch.setattr("forgeryloc.maps.BAND_PIXELS", 1000)  # many bands
+    rng = np.random.default_rng(3)
+    small = rng.random((64, 64)).astype(np.float32)
+    maps = ResizedMaps(small, np.zeros((64, 64), np.float32), height, width, 0.2, "easy")
+    bands = list(maps.bands())
+    assert [b.rows.start for b in bands] == sorted(b.rows.start for b in bands)
+    assert len(bands) > 1 and bands[0].rows.start == 0 and bands[-1].rows.stop == height
+    streamed = np.concatenate([b.probability for b in bands])
+    expected = F.interpolate(torch.from_numpy(small)[None, None], size=(height, width),
+                             mode="bilinear", align_corners=False)[0, 0].numpy()
+    assert streamed.shape == (height, width) and streamed.dtype == np.float32
+    # Same taps and weights; only the order of the float32 operations differs (well below
+    # the 1/65535 step of the 16-bit probability PNG).
+    assert np.abs(streamed - expected).max() < 5e-6
+
+
+def test_resized_preview_has_the_asked_size():
+    curvature = np.arange(16, dtype=np.float32).reshape(4, 4)
+    maps = ResizedMaps(np.full((4, 4), 0.5, np.float32), curvature, 1000, 800, 0.7, "hard")
+    probability, shown = maps.preview(50, 40)
+    assert probability.shape == shown.shape == (50, 40)
+    assert np.allclose(probability, 0.5)
+    assert shown[0, 0] == 0 and shown[-1, -1] == 15  # nearest: the corners stay the corners
+
+
+# --------------------------------------------------------------------------- tile mode
+
+class ToyNetwork:
+    """A stand-in network with the Predictor's forward contract whose outputs depend on the
+    pixels, so a misplaced tile or weight shows up in the blend."""
+    size = 32
+
+    class info:
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+
+    def forward(self, batch: torch.Tensor) -> dict:
+        probability = batch.mean(1, keepdim=True)
+        return {"probability": probability, "prior": batch[:, :1] * 3.0,
+                "curvature": batch[:, 1:2] - 0.5,
+                "difficulty_score": batch.mean((1, 2, 3)), "difficulty_label": None}
+
+
+def whole_image_blend(rgb: np.ndarray, network: ToyNetwork, overlap: float) -> np.ndarray:
+    """Reference: every tile blended into whole-image arrays at once."""
+    from forgeryloc.maps import robust_curvature
+    size = network.size
+    height, width = rgb.shape[:2]
+    padded = pad_to_tile(rgb, size).astype(np.float32) / 255.0
+    sums = np.zeros((3, height, width), np.float64)
+    window = blend_window(size)
+    for y, x in tile_grid(height, width, size, overlap):
+        tile = torch.from_numpy(padded[y:y + size, x:x + size]).permute(2, 0, 1)[None]
+        out = network.forward(tile)
+        h, w = min(size, height - y), min(size, width - x)
+        curvature = robust_curvature(out["curvature"][0, 0].numpy(), out["prior"][0, 0].numpy())
+        sums[0, y:y + h, x:x + w] += out["probability"][0, 0].numpy()[:h, :w] * window[:h, :w]
+        sums[1, y:y + h, x:x + w] += curvature[:h, :w] * window[:h, :w]
+        sums[2, y:y + h, x:x + w] += window[:h, :w]
+    return sums[0] / sums[2], sums[1] / sums[2]
+
+
+@pytest.mark.parametrize("height,width", [(100, 77), (20, 300), (31, 31), (97, 160)])
+def test_tiled_maps_stream_the_whole_image_blend(height, width):
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    network = ToyNetwork()
+    maps = TiledMaps(network, rgb, overlap=0.25, batch_size=3, preview_shape=(height, width))
+    bands = list(maps.bands())
+    assert bands[0].rows.start == 0 and bands[-1].rows.stop == height
+    assert all(a.rows.stop == b.rows.start for a, b in zip(bands, bands[1:]))
+    held = max(b.probability.shape[0] for b in bands)
+    assert held <= network.size, "no band is taller than a tile"
+    probability, curvature = whole_image_blend(rgb, network, 0.25)
+    streamed = np.concatenate([b.probability for b in bands])
+    assert np.abs(streamed - probability).max() < 1e-5
+    preview_probability, preview_curvature = maps.preview(height, width)
+    assert np.abs(preview_probability - probability).max() < 1e-5
+    assert np.abs(preview_curvature - curvature).max() < 1e-5
+    assert maps.difficulty_label in ("easy", "hard") and 0 <= maps.difficulty_score <= 1
+
+
+def test_tiled_preview_is_the_area_mean_of_the_maps():
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    maps = TiledMaps(ToyNetwork(), rgb, 0.25, 8, preview_shape=(30, 40))
+    full = np.concatenate([b.probability for b in maps.bands()])
+    preview, _ = maps.preview(30, 40)
+    assert np.allclose(preview, full.reshape(30, 3, 40, 3).mean((1, 3)), atol=1e-6)
+    with pytest.raises(ValueError):
+        maps.preview(10, 10)
+
+
+def test_area_average_keeps_the_mean_for_uneven_blocks():
+    rng = np.random.default_rng(6)
+    values = rng.random((101, 67)).astype(np.float32)
+    shrink = AreaAverage(101, 67, 10, 9)
+    for top in range(0, 101, 13):
+        shrink.add(slice(top, min(101, top + 13)), values[top:top + 13])
+    result = shrink.result()
+    assert result.shape == (10, 9)
+    assert abs(float((result * shrink.count).sum() / shrink.count.sum()) - values.mean()) < 1e-6
+    assert np.isclose(result[0, 0], values[:11, :8].mean())  # rows 0..10 and cols 0..7 -> (0, 0)
