@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--workdir", type=Path, help="keep generated images, weights and scan outputs here "
         "(default: a temporary folder, removed afterwards)")
     add("--timeout", dest="timeout_s", type=float, help="seconds allowed to each child process")
+    add("--compile", action="store_true", default=None,
+        help="forward: time torch.compile'd models too (compile time reported apart); "
+             "scan: scan --compile, against a compiled bare forward")
     group = parser.add_argument_group("forward")
     group.add_argument("--configs", type=_configs, help="e.g. b0,b1,b2")
     group.add_argument("--sizes", type=_ints, help="square input sides, e.g. 256,512")

@@ -2,6 +2,8 @@
 against the machine's own matmul peak."""
 from __future__ import annotations
 
+import time
+
 import torch
 
 from forgeryloc.complexity import count_macs
@@ -33,32 +35,43 @@ def run_forward(settings: Settings, device: torch.device, log) -> dict:
         torch.manual_seed(0)
         model = build_model(name).to(device).eval()
         parameters = count_parameters(model)
+        variants = [("eager", model)]
+        if settings.compile:
+            # Static shapes: one graph per (size, batch), compiled on its first call, whose
+            # duration is reported apart (first_call_s) from the timing.
+            variants.append(("compiled", torch.compile(model, dynamic=False)))
         for size in settings.sizes:
             macs = macs_per_image(model, size)
             for batch in settings.batch_sizes:
-                log(f"forward {name} {size}x{size} batch {batch}")
                 generator = torch.Generator().manual_seed(size * 100 + batch)
                 images = torch.randn(batch, 3, size, size, generator=generator).to(device)
-                with torch.inference_mode():
-                    timing = time_step(lambda: model(images), warmup=settings.warmup,
-                                       repeats=settings.repeats, min_time_s=settings.min_time_s,
-                                       sync=sync)
-                flops = 2.0 * macs * batch
-                results.append({
-                    "config": name, "size": size, "batch": batch, "parameters": parameters,
-                    "gmacs_per_image": macs / 1e9,
-                    "images_per_s": batch / timing.median_s,
-                    "images_per_s_mean": batch / timing.mean_s,
-                    "ms_per_batch": timing.median_s * 1e3,
-                    "ms_per_batch_mean": timing.mean_s * 1e3,
-                    "ms_per_batch_std": timing.std_s * 1e3,
-                    "ms_per_batch_min": timing.min_s * 1e3,
-                    "ms_per_batch_max": timing.max_s * 1e3,
-                    "relative_spread": timing.relative_spread,
-                    "gflops": flops / timing.median_s / 1e9,
-                    "timing": timing.to_dict(),
-                })
-        model = images = None  # free before the next config is built
+                for variant, runner in variants:
+                    log(f"forward {name} {size}x{size} batch {batch} ({variant})")
+                    with torch.inference_mode():
+                        started = time.perf_counter()
+                        runner(images)
+                        sync()
+                        first_call_s = time.perf_counter() - started
+                        timing = time_step(lambda: runner(images), warmup=settings.warmup,
+                                           repeats=settings.repeats,
+                                           min_time_s=settings.min_time_s, sync=sync)
+                    flops = 2.0 * macs * batch
+                    results.append({
+                        "config": name, "size": size, "batch": batch, "variant": variant,
+                        "parameters": parameters, "gmacs_per_image": macs / 1e9,
+                        "first_call_s": first_call_s,
+                        "images_per_s": batch / timing.median_s,
+                        "images_per_s_mean": batch / timing.mean_s,
+                        "ms_per_batch": timing.median_s * 1e3,
+                        "ms_per_batch_mean": timing.mean_s * 1e3,
+                        "ms_per_batch_std": timing.std_s * 1e3,
+                        "ms_per_batch_min": timing.min_s * 1e3,
+                        "ms_per_batch_max": timing.max_s * 1e3,
+                        "relative_spread": timing.relative_spread,
+                        "gflops": flops / timing.median_s / 1e9,
+                        "timing": timing.to_dict(),
+                    })
+        model = images = variants = runner = None  # free before the next config is built
     # The peak is taken again afterwards: on a shared machine the better of the two is the
     # nearer to what the hardware can do, and a large gap between them says the run was noisy.
     peak_after = measured_peak(device, settings, log)

@@ -47,7 +47,8 @@ def forward_table(section: dict) -> Table:
                  "% peak"):
         table.add_column(name, justify="left" if name == "model" else "right")
     for r in section["results"]:
-        table.add_row(_short(r["config"]), str(r["size"]), str(r["batch"]),
+        compiled = " (compiled)" if r.get("variant") == "compiled" else ""
+        table.add_row(_short(r["config"]) + compiled, str(r["size"]), str(r["batch"]),
                       _f(r["gmacs_per_image"], 2), _f(r["images_per_s"], 2),
                       _f(r["ms_per_batch"], 1), _f(r["ms_per_batch_std"], 1),
                       _f(r["gflops"], 1), _f(r["pct_of_matmul_peak"], 1))
@@ -55,8 +56,9 @@ def forward_table(section: dict) -> Table:
 
 
 def scan_table(s: dict) -> Table:
+    compiled = ", compiled" if s["forward"].get("compiled") else ""
     table = Table(title=f"scan: {s['images']} JPEGs {s['image_width']}x{s['image_height']}, "
-                        f"{_short(s['config'])} at {s['input_size']}, {s['device']}, "
+                        f"{_short(s['config'])} at {s['input_size']}{compiled}, {s['device']}, "
                         f"{s['workers']} workers, batch {s['batch_size']}", show_header=False)
     table.add_column("measure", style="bold")
     table.add_column("value", justify="right")
@@ -71,6 +73,10 @@ def scan_table(s: dict) -> Table:
             ("ratio scan / forward", _f(s["ratio_scan_to_forward"], 3)),
             ("ratio scan / forward, start-up excluded",
              _f(s["ratio_scan_to_forward_excluding_startup"], 3)),
+            ("bare forward, one image at a time (as the CPU scan runs)",
+             _f(s["forward"].get("one_at_a_time_images_per_s"), 2, " img/s")),
+            ("ratio scan / one-at-a-time forward, start-up excluded",
+             _f(s.get("ratio_scan_to_one_at_a_time_forward"), 3)),
             ("overhead per image beyond the forward", _f(s["overhead_ms_per_image"], 1, " ms")),
             ("scan CPU use (user+sys / wall)", _f(s["scan_cpu_utilisation"], 2, " cores"))]
     for key, value in rows:

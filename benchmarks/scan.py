@@ -35,34 +35,48 @@ def autocast_like_predictor(device: torch.device):
     return contextlib.nullcontext()
 
 
-def bare_forward(weights: Path, paths: list[Path], device: torch.device, batch_size: int) -> dict:
+def bare_forward(weights: Path, paths: list[Path], device: torch.device, batch_size: int,
+                 compile_model: bool = False) -> dict:
     """Load the model (timed: part of any scan's start-up), decode and resize every image
-    beforehand, then time one pass of forwards in batches of the scan's batch size."""
+    beforehand, then time one pass of forwards in batches of the scan's batch size, and on a
+    CPU also one image at a time, as the scan runs there (see scan._forward)."""
     sync = synchronizer(device)
     started = time.perf_counter()
     if device.type == "cpu":
         keep_large_allocations()  # as the scan's Predictor does
     model, info = load_model(weights, device)
+    if compile_model:
+        model = torch.compile(model, dynamic=False)
     sync()
     load_s = time.perf_counter() - started
 
     started = time.perf_counter()
     inputs = [to_tensor(resize_rgb(load_rgb(p), info.input_size, info.input_size),
                         info.mean, info.std) for p in paths]
-    batches = [torch.stack(inputs[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
     prepare_s = time.perf_counter() - started
 
-    with torch.inference_mode(), autocast_like_predictor(device):
-        model(batches[0].to(device))  # warm-up, untimed
-        sync()
-        started = time.perf_counter()
-        for batch in batches:
-            model(batch.to(device))
-        sync()
-        forward_s = time.perf_counter() - started
-    return {"model_load_s": load_s, "decode_resize_s": prepare_s, "forward_s": forward_s,
-            "images_per_s": len(paths) / forward_s, "ms_per_image": 1e3 * forward_s / len(paths),
-            "autocast": "bfloat16" if device.type == "cuda" else None}
+    def timed_pass(batch: int) -> float:
+        batches = [torch.stack(inputs[i:i + batch]) for i in range(0, len(inputs), batch)]
+        with torch.inference_mode(), autocast_like_predictor(device):
+            model(batches[0].to(device))  # warm-up (and compilation), untimed
+            if len(batches[-1]) != len(batches[0]):
+                model(batches[-1].to(device))
+            sync()
+            started = time.perf_counter()
+            for stacked in batches:
+                model(stacked.to(device))
+            sync()
+            return time.perf_counter() - started
+
+    forward_s = timed_pass(batch_size)
+    result = {"model_load_s": load_s, "decode_resize_s": prepare_s, "forward_s": forward_s,
+              "images_per_s": len(paths) / forward_s, "ms_per_image": 1e3 * forward_s / len(paths),
+              "autocast": "bfloat16" if device.type == "cuda" else None,
+              "compiled": compile_model}
+    if device.type == "cpu" and batch_size > 1:
+        single_s = timed_pass(1)
+        result.update(one_at_a_time_s=single_s, one_at_a_time_images_per_s=len(paths) / single_s)
+    return result
 
 
 def run_scan(settings: Settings, device: torch.device, workdir: Path, env: dict, log) -> dict:
@@ -83,6 +97,8 @@ def run_scan(settings: Settings, device: torch.device, workdir: Path, env: dict,
     argv = [sys.executable, "-m", "forgeryloc", "scan", str(folder), "-o", str(out),
             "--weights", str(weights), "--quiet", "--workers", str(settings.workers),
             "--batch-size", str(settings.batch_size), "--device", device.type]
+    if settings.compile:
+        argv.append("--compile")
     log(f"scan: {' '.join(argv[1:])}")
     child = run_child(argv, logs, env=env, timeout_s=settings.timeout_s, sample_tree=False)
     counts = json.loads((out / "report.json").read_text())["run"]["counts"]
@@ -90,7 +106,7 @@ def run_scan(settings: Settings, device: torch.device, workdir: Path, env: dict,
         raise RuntimeError(f"the scan reported {counts} for {count} images")
 
     log("scan: bare forward on the same images")
-    forward = bare_forward(weights, paths, device, settings.batch_size)
+    forward = bare_forward(weights, paths, device, settings.batch_size, settings.compile)
 
     startup_s = imports.wall_s + forward["model_load_s"]
     steady_s = child.wall_s - startup_s
@@ -116,6 +132,11 @@ def run_scan(settings: Settings, device: torch.device, workdir: Path, env: dict,
         "forward": forward,
         "forward_images_per_s": forward_ips,
         "ratio_scan_to_forward": scan_ips / forward_ips,
+        # On a CPU the scan runs one image at a time (batch-independent results): its own
+        # forward is this one.
+        "ratio_scan_to_one_at_a_time_forward": (
+            steady_ips / forward["one_at_a_time_images_per_s"]
+            if steady_ips is not None and "one_at_a_time_images_per_s" in forward else None),
         "ratio_scan_to_forward_excluding_startup": (steady_ips / forward_ips
                                                     if steady_ips is not None else None),
         "overhead_ms_per_image": (1e3 * (steady_s - forward["forward_s"]) / count

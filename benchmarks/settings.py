@@ -13,6 +13,7 @@ class Settings:
     threads: int | None = None          # None: torch's default
     device: str = "auto"
     timeout_s: float | None = 3600.0    # per child process
+    compile: bool = False               # also torch.compile'd forwards; scan --compile
 
     # forward
     configs: list[str] = field(default_factory=lambda: ["m2sformer-b0", "m2sformer-b1",

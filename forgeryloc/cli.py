@@ -161,6 +161,11 @@ def scan(
     max_pixels: int = typer.Option(100_000_000, min=1, help="Refuse larger images before "
                                    "decoding them."),
     tile_overlap: float = typer.Option(0.25, min=0.0, max=0.9, help="Overlap between tiles."),
+    compile_model: bool = typer.Option(False, "--compile", help="Compile the network with "
+                                       "torch.compile: about a minute of start-up, then "
+                                       "~10% faster on a CPU; worth it from a few thousand "
+                                       "images. Results differ from eager mode in the last "
+                                       "bits (the setting is recorded)."),
     resume: bool = typer.Option(False, "--resume", help="Skip images the output folder's "
                                 "journal already has (same path and SHA-256)."),
     jsonl: bool = typer.Option(False, "--jsonl", help="Print one JSON object per image on "
@@ -187,7 +192,8 @@ def scan(
     request = ScanRequest(paths=paths, output=output, weights=weights, mode=mode,
                           threshold=threshold, flag_threshold=flag_threshold,
                           batch_size=batch_size, workers=workers, device=device,
-                          max_pixels=max_pixels, tile_overlap=tile_overlap, resume=resume,
+                          max_pixels=max_pixels, tile_overlap=tile_overlap,
+                          compile=compile_model, resume=resume,
                           jsonl=jsonl, quiet=quiet, thumbnails=not no_thumbnails,
                           allow_output_in_input=allow_output_in_input,
                           command_line=sys.argv, ray=ray, ray_actors=ray_actors)

@@ -7,8 +7,9 @@ no image-sized float array is ever needed: memory stays flat however large the p
   hands on the rows that no later tile touches.
 
 `bands()` yields the probability map in order of rows; `preview(h, w)` gives the
-probability and difficulty (curvature) maps at a small size for the pictures (for tiles:
-after a full pass over `bands()`, which gathers them)."""
+probability map at h x w and the difficulty (curvature) map at h x w or coarser (to be shown
+enlarged), for the pictures (for tiles: after a full pass over `bands()`, which gathers
+them)."""
 from __future__ import annotations
 
 import math
@@ -79,6 +80,13 @@ def nearest_taps(size_out: int, size_in: int) -> np.ndarray:
     return np.minimum((np.arange(size_out) * (size_in / size_out)).astype(np.int64), size_in - 1)
 
 
+def nearest(grid: np.ndarray, height: int, width: int) -> np.ndarray:
+    """grid enlarged (or shrunk) to height x width by nearest neighbour."""
+    if grid.shape == (height, width):
+        return grid
+    return grid[nearest_taps(height, grid.shape[0])][:, nearest_taps(width, grid.shape[1])]
+
+
 def bilinear(grid: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:
     """grid h x w sampled at the given row taps and column taps (see linear_taps)."""
     r0, r1, wr = rows
@@ -108,11 +116,7 @@ class ResizedMaps:
             yield MapBand(rows, self._resized(self.height, self.width, rows))
 
     def preview(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        probability = self._resized(height, width, slice(None))
-        curvature = self.small_curvature
-        curvature = curvature[nearest_taps(height, curvature.shape[0])][
-            :, nearest_taps(width, curvature.shape[1])]
-        return probability, curvature
+        return self._resized(height, width, slice(None)), self.small_curvature
 
 
 # ---- tile mode ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from .cpu import keep_large_allocations
-from .maps import ImageMaps, ResizedMaps, TiledMaps, robust_curvature
+from .maps import ImageMaps, ResizedMaps, TiledMaps, nearest, robust_curvature
 from .model.m2sformer import HARD, M2SFormer
 from .preprocess import resize_rgb, to_tensor
 from .weights import CheckpointInfo
@@ -58,7 +58,7 @@ class Finding:
         probability = np.empty((maps.height, maps.width), np.float32)
         for band in maps.bands():
             probability[band.rows] = band.probability
-        _, curvature = maps.preview(maps.height, maps.width)
+        curvature = nearest(maps.preview(maps.height, maps.width)[1], maps.height, maps.width)
         return cls(probability=probability, curvature=curvature,
                    difficulty_score=maps.difficulty_score,
                    difficulty_label=maps.difficulty_label, score=image_score(probability))
@@ -78,7 +78,9 @@ class Predictor:
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_large_allocations()
-        self.model = model.to(self.device).eval()
+        self.network = model.to(self.device).eval()  # eager, e.g. for replicas in workers
+        self.model = self.network
+        self.compiled = compile_model
         if compile_model:
             # A one-off cost (about a minute for m2sformer-b2 on 2 CPU cores) that fused
             # kernels repay over a few thousand images; the results differ from eager mode

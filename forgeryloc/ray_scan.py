@@ -135,7 +135,9 @@ class _Predict:
         self.threads = max(1, int(cpus))
         torch.set_num_threads(self.threads)
         model, card = load_model(weights)
-        self.predictor = Predictor(model, card, "cuda" if use_gpu else "cpu")
+        self.predictor = Predictor(model, card, "cuda" if use_gpu else "cpu",
+                                   mixed_precision=self.settings.mixed_precision,
+                                   compile_model=self.settings.compile)
         self.device = str(self.predictor.device)
 
     def __call__(self, batch: dict) -> dict:

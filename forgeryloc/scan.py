@@ -1,5 +1,6 @@
-"""Folder scans: a DataLoader decodes inputs in worker processes, the Predictor runs batches,
-a writer thread turns findings into files, and a journal makes the scan resumable.
+"""Folder scans: on a CPU, worker processes each run whole pipelines (decode, network,
+pictures); on a GPU, workers decode, the Predictor runs batches and a writer thread turns
+maps into files. A journal makes every scan resumable.
 
 The per-image steps (load_item, predict_items, image_record, item_outcomes) and the driver's
 bookkeeping (ScanLedger) are shared with the Ray scan in ray_scan.py."""
@@ -48,6 +49,7 @@ class ScanSettings:
     tile_overlap: float = 0.25
     preview_max_side: int = 2048      # overlay and difficulty pictures are at most this wide
     mixed_precision: bool = True
+    compile: bool = False             # torch.compile: faster after warm-up, other last bits
 
     def fingerprint(self) -> dict:
         """The settings that change results (a resumed scan must use the same)."""
@@ -255,11 +257,12 @@ def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, previe
     score, area = round(total / (height * width), 6), round(marked / (height * width), 6)
     flagged = score >= settings.flag_threshold
     title = f"score {score:.3f} · area {100 * area:.1f}%" + (" · FLAGGED" if flagged else "")
-    probability, curvature = maps.preview(*preview.shape[:2])
+    height, width = preview.shape[:2]
+    probability, curvature = maps.preview(height, width)
     render.save_png(render.overlay_image(preview, probability, settings.threshold, title=title),
                     out_dir / paths["overlay"], fast=True)
     render.save_png(render.difficulty_image(curvature, maps.difficulty_label,
-                                            maps.difficulty_score),
+                                            maps.difficulty_score, size=(width, height)),
                     out_dir / paths["difficulty"])
     return WrittenOutputs(paths, score, area, flagged)
 
@@ -434,16 +437,32 @@ def run_scan(entries: list[InputEntry], out_dir: str | Path, predictor: Predicto
     """Scans every entry; records come back in input order. With `resume`, images already in
     the output folder's journal (same relative path and SHA-256) are not processed again.
 
-    Worker processes decode; this thread runs the network; one writer thread computes the
-    findings, writes the pictures and journals the records."""
+    On a CPU with workers, each worker process is a whole pipeline (decode, network on one
+    thread, pictures): no step waits for another, and no thread competes with the network's
+    own threads for the cores. On a GPU (or without workers) the network runs here, worker
+    processes decode, and on a GPU a writer thread writes."""
     out = Path(out_dir)
     ledger = ScanLedger(entries, out, journal_header, resume, on_record)
+    try:
+        if predictor.device.type == "cpu" and settings.workers > 0:
+            _scan_in_pipelines(entries, out, predictor, settings, ledger)
+        else:
+            _scan_in_batches(entries, out, predictor, settings, ledger)
+    finally:
+        ledger.close()
+    return ledger.result()
+
+
+def _scan_in_batches(entries: list[InputEntry], out: Path, predictor: Predictor,
+                     settings: ScanSettings, ledger: ScanLedger) -> None:
     dataset = ScanInputs(entries, settings, predictor.size, predictor.info.mean,
                          predictor.info.std, done=ledger.done)
     loader = DataLoader(dataset, batch_size=1 if settings.mode == "tile" else settings.batch_size,
                         num_workers=settings.workers, collate_fn=_collate,
                         prefetch_factor=2 if settings.workers else None)
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgeryloc-writer")
+    # A writer thread only beside a GPU: on a CPU it would take cores from the network.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgeryloc-writer") \
+        if predictor.device.type != "cpu" else None
     pending: deque[Future] = deque()
 
     def finish(index: int, make_outcome: Callable[[], dict]) -> None:
@@ -453,12 +472,59 @@ def run_scan(entries: list[InputEntry], out_dir: str | Path, predictor: Predicto
         for items in loader:
             for index, make_outcome in item_outcomes(items, entries.__getitem__, predictor,
                                                      settings, out):
-                pending.append(writer.submit(finish, index, make_outcome))
+                if writer is None:
+                    finish(index, make_outcome)
+                else:
+                    pending.append(writer.submit(finish, index, make_outcome))
             while len(pending) > 2 * settings.batch_size:
                 pending.popleft().result()  # re-raises a writer failure here
         while pending:
             pending.popleft().result()
     finally:
-        writer.shutdown(wait=True, cancel_futures=True)
-        ledger.close()
-    return ledger.result()
+        if writer is not None:
+            writer.shutdown(wait=True, cancel_futures=True)
+
+
+class ScanPipelines(Dataset):
+    """Item i: the outcome of entry i, made entirely in the worker process that loads it
+    (with its own replica of the network, on the one thread PyTorch gives a worker)."""
+
+    def __init__(self, entries: list[InputEntry], out: Path, predictor: Predictor,
+                 settings: ScanSettings, done: Collection[tuple[str, str]]):
+        self.entries, self.out, self.settings, self.done = entries, out, settings, done
+        self.network, self.info = predictor.network, predictor.info
+        self.compile, self.mixed_precision = predictor.compiled, settings.mixed_precision
+        self._predictor: Predictor | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> tuple[int, dict]:
+        if self._predictor is None:  # once per worker process
+            self._predictor = Predictor(self.network, self.info, "cpu", self.mixed_precision,
+                                        self.compile)
+        info = self.info
+        item = load_item(self.entries[index], self.settings, info.input_size, info.mean,
+                         info.std, self.done)
+        item["index"] = index
+        ((_, make_outcome),) = item_outcomes([item], self.entries.__getitem__, self._predictor,
+                                             self.settings, self.out)
+        try:
+            return index, make_outcome()
+        except OutputError as error:
+            return index, {"output_error": str(error)}
+
+
+def _pair(item):
+    return item
+
+
+def _scan_in_pipelines(entries: list[InputEntry], out: Path, predictor: Predictor,
+                       settings: ScanSettings, ledger: ScanLedger) -> None:
+    dataset = ScanPipelines(entries, out, predictor, settings, ledger.done)
+    loader = DataLoader(dataset, batch_size=None, num_workers=settings.workers,
+                        collate_fn=_pair, prefetch_factor=2)
+    for index, outcome in loader:
+        if "output_error" in outcome:
+            raise OutputError(outcome["output_error"])
+        ledger.accept(index, outcome)

@@ -38,6 +38,7 @@ class ScanRequest:
     device: str = "auto"
     max_pixels: int = 100_000_000
     tile_overlap: float = 0.25
+    compile: bool = False
     resume: bool = False
     jsonl: bool = False
     quiet: bool = False
@@ -104,7 +105,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         flag_threshold=(card.score_threshold if request.flag_threshold is None
                         else request.flag_threshold),
         batch_size=request.batch_size, workers=request.workers, max_pixels=request.max_pixels,
-        tile_overlap=request.tile_overlap)
+        tile_overlap=request.tile_overlap, compile=request.compile)
     weights_sha256 = sha256_file(weights)
     header = {"tool": f"forgeryloc {__version__}", "weights_sha256": weights_sha256,
               "settings": settings.fingerprint()}
@@ -134,10 +135,14 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     try:
         with progress:
             if request.ray is None:
-                result = run_scan(entries, output, Predictor(model, card, device), settings,
-                                  header, resume=request.resume, on_record=on_record)
-                # CPU results are exact for a given thread count
-                workers = {"device": str(device), "cpu_threads": torch.get_num_threads()}
+                predictor = Predictor(model, card, device, compile_model=settings.compile,
+                                      mixed_precision=settings.mixed_precision)
+                result = run_scan(entries, output, predictor, settings, header,
+                                  resume=request.resume, on_record=on_record)
+                # CPU results are exact for a given thread count: one per pipeline worker
+                pipelines = device.type == "cpu" and settings.workers > 0
+                workers = {"device": str(device),
+                           "cpu_threads": 1 if pipelines else torch.get_num_threads()}
             else:
                 from .ray_scan import run_ray_scan
                 del model  # each actor loads its own
