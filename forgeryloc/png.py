@@ -1,11 +1,15 @@
 """A streaming PNG encoder: rows go in band by band and never need to be in memory together.
 
-Lossless and reproducible (no time stamps or other metadata; fixed filter, zlib settings and
-IDAT chunking, so the same pixels always give the same bytes with a given zlib). Every row
-uses PNG's "Sub" filter (each byte minus the same byte of the pixel to its left): one cheap
-vectorised pass that makes smooth maps and masks compress several times better than raw
-rows, and works for photos as well as Pillow's per-row adaptive choice at a fraction of its
-cost. Files are written atomically (see atomic.atomic_open)."""
+Lossless and reproducible (no time stamps or other metadata; fixed filter, compressor
+settings and IDAT chunking, so the same pixels always give the same bytes with a given
+compressor). Every row uses PNG's "Sub" filter (each byte minus the same byte of the pixel to
+its left): one cheap vectorised pass that makes smooth maps and masks compress several times
+better than raw rows, and works for photos about as well as Pillow's per-row adaptive choice
+at a fraction of its cost. The deflate stream comes from ISA-L (the `isal` package): at its
+level 1 about four times as fast as zlib's level 1 with slightly smaller files, which matters
+when four full-resolution pictures per image compete with the network for a few CPU cores;
+zlib is the fallback where isal is not installed. Files are written atomically (see
+atomic.atomic_open)."""
 from __future__ import annotations
 
 import os
@@ -15,10 +19,17 @@ from contextlib import ExitStack
 
 import numpy as np
 
+try:
+    from isal import isal_zlib as deflate
+except ImportError:  # pragma: no cover - isal is a dependency; zlib gives the same PNGs, slower
+    deflate = zlib
+
 from .atomic import atomic_open
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IDAT_BYTES = 1 << 18          # compressed bytes per IDAT chunk
+FEED_BYTES = 1 << 20          # the compressor gets the scanlines in pieces of this size, so
+                              # its output does not depend on how rows were split into bands
 SUB_FILTER = 1
 # mode: (bit depth, colour type, channels, numpy dtype of the rows given to write)
 MODES = {"L": (8, 0, 1, np.uint8), "RGB": (8, 2, 3, np.uint8), "I;16": (16, 0, 1, np.uint16)}
@@ -49,20 +60,17 @@ class PngStream:
     """with PngStream(path, width, height, mode) as png: png.write(rows) ... ; the file
     appears under `path` only when all `height` rows were written and the block ended well.
 
-    mode "L" / "RGB" take uint8 rows (r x W, r x W x 3), "I;16" takes uint16 rows (r x W).
-    `fast` finds only runs of equal bytes (zlib Z_RLE): about 1.5x as fast on photographs,
-    files ~5% larger."""
+    mode "L" / "RGB" take uint8 rows (r x W, r x W x 3), "I;16" takes uint16 rows (r x W)."""
 
-    def __init__(self, path: str | os.PathLike, width: int, height: int, mode: str,
-                 fast: bool = False):
+    def __init__(self, path: str | os.PathLike, width: int, height: int, mode: str):
         if mode not in MODES:
             raise ValueError(f"unsupported PNG mode {mode!r}")
         if width < 1 or height < 1:
             raise ValueError(f"empty image {width}x{height}")
         self.path, self.width, self.height, self.mode = path, width, height, mode
-        strategy = zlib.Z_RLE if fast else zlib.Z_DEFAULT_STRATEGY
-        self._zlib = zlib.compressobj(1, zlib.DEFLATED, 15, 9, strategy)
-        self._pending = bytearray()
+        self._deflate = deflate.compressobj(1, deflate.DEFLATED, 15, 9)
+        self._scanlines = bytearray()  # filtered, not yet compressed
+        self._pending = bytearray()    # compressed, not yet written
         self._rows = 0
         self._stack = ExitStack()
         self._handle = None
@@ -83,7 +91,10 @@ class PngStream:
         if self._rows + rows.shape[0] > self.height:
             raise ValueError(f"more than the {self.height} rows of the image")
         self._rows += rows.shape[0]
-        self._pending += self._zlib.compress(filtered_rows(rows, self.mode))
+        self._scanlines += filtered_rows(rows, self.mode)
+        while len(self._scanlines) >= FEED_BYTES:
+            self._pending += self._deflate.compress(self._scanlines[:FEED_BYTES])
+            del self._scanlines[:FEED_BYTES]
         self._emit(final=False)
 
     def _emit(self, final: bool) -> None:
@@ -96,7 +107,8 @@ class PngStream:
             try:
                 if self._rows != self.height:
                     raise ValueError(f"{self._rows} of {self.height} rows were written")
-                self._pending += self._zlib.flush()
+                self._pending += self._deflate.compress(self._scanlines)
+                self._pending += self._deflate.flush()
                 self._emit(final=True)
                 self._handle.write(_chunk(b"IEND", b""))
             except BaseException as error:  # the temporary file goes, the error stays
@@ -105,10 +117,10 @@ class PngStream:
         self._stack.__exit__(kind, value, traceback)
 
 
-def write_png(path: str | os.PathLike, pixels: np.ndarray, mode: str, fast: bool = False) -> None:
+def write_png(path: str | os.PathLike, pixels: np.ndarray, mode: str) -> None:
     """A whole image (H x W or H x W x 3) as one PNG, atomically."""
     height, width = pixels.shape[:2]
     band = max(1, (1 << 20) // max(1, width))
-    with PngStream(path, width, height, mode, fast) as png:
+    with PngStream(path, width, height, mode) as png:
         for top in range(0, height, band):
             png.write(pixels[top:top + band])

@@ -68,12 +68,12 @@ def _check_map(prob: np.ndarray, name: str = "prob") -> np.ndarray:
 PNG_MODES = {"RGB": "RGB", "L": "L", "I;16": "I;16", "I;16L": "I;16"}
 
 
-def save_png(image: Image.Image, path: str | os.PathLike, fast: bool = False) -> None:
+def save_png(image: Image.Image, path: str | os.PathLike) -> None:
     """Writes an RGB, L or 16-bit grey image as a PNG with fixed settings and no metadata
-    (reproducible bytes), atomically. `fast`: see png.PngStream."""
+    (reproducible bytes), atomically."""
     if image.mode not in PNG_MODES:
         raise ValueError(f"cannot save a {image.mode} image as PNG here")
-    write_png(path, np.asarray(image), PNG_MODES[image.mode], fast=fast)
+    write_png(path, np.asarray(image), PNG_MODES[image.mode])
 
 
 # --------------------------------------------------------------------------- maps and masks

@@ -260,7 +260,7 @@ def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, previe
     height, width = preview.shape[:2]
     probability, curvature = maps.preview(height, width)
     render.save_png(render.overlay_image(preview, probability, settings.threshold, title=title),
-                    out_dir / paths["overlay"], fast=True)
+                    out_dir / paths["overlay"])
     render.save_png(render.difficulty_image(curvature, maps.difficulty_label,
                                             maps.difficulty_score, size=(width, height)),
                     out_dir / paths["difficulty"])
