@@ -22,6 +22,7 @@ import torch
 from .preprocess import to_tensor
 
 BAND_PIXELS = 1 << 20  # pixels per band of rows
+WHOLE_MAP_PIXELS = 1 << 22  # resize mode computes maps up to this size in one piece (16 MB)
 
 
 def row_bands(height: int, width: int) -> Iterator[slice]:
@@ -104,6 +105,7 @@ class ResizedMaps:
         self.small_curvature = np.asarray(curvature, np.float32)      # S x S, robust
         self.height, self.width = height, width
         self.difficulty_score, self.difficulty_label = difficulty_score, difficulty_label
+        self._whole: np.ndarray | None = None
 
     def _resized(self, height: int, width: int, rows: slice) -> np.ndarray:
         grid = self.small_probability
@@ -112,10 +114,17 @@ class ResizedMaps:
         return np.clip(values, 0.0, 1.0, out=values)
 
     def bands(self) -> Iterator[MapBand]:
+        if self.height * self.width <= WHOLE_MAP_PIXELS:  # kept: the preview may be this size
+            self._whole = self._resized(self.height, self.width, slice(None))
+            for rows in row_bands(self.height, self.width):
+                yield MapBand(rows, self._whole[rows])
+            return
         for rows in row_bands(self.height, self.width):
             yield MapBand(rows, self._resized(self.height, self.width, rows))
 
     def preview(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._whole is not None and self._whole.shape == (height, width):
+            return self._whole, self.small_curvature
         return self._resized(height, width, slice(None)), self.small_curvature
 
 

@@ -522,8 +522,9 @@ def _pair(item):
 def _scan_in_pipelines(entries: list[InputEntry], out: Path, predictor: Predictor,
                        settings: ScanSettings, ledger: ScanLedger) -> None:
     dataset = ScanPipelines(entries, out, predictor, settings, ledger.done)
+    # Enough images queued per worker that one slow image does not leave the others idle.
     loader = DataLoader(dataset, batch_size=None, num_workers=settings.workers,
-                        collate_fn=_pair, prefetch_factor=2)
+                        collate_fn=_pair, prefetch_factor=4)
     for index, outcome in loader:
         if "output_error" in outcome:
             raise OutputError(outcome["output_error"])

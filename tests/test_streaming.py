@@ -50,9 +50,12 @@ def test_png_stream_leaves_nothing_when_incomplete_or_failing(tmp_path):
 
 # --------------------------------------------------------------------------- resize mode
 
+@pytest.mark.parametrize("whole", [True, False])
 @pytest.mark.parametrize("height,width", [(100, 150), (37, 500), (64, 64), (200, 9)])
-def test_resized_maps_stream_torch_bilinear_interpolation(height, width, monkeypatch):
+def test_resized_maps_stream_torch_bilinear_interpolation(height, width, whole, monkeypatch):
     monkeypatch.setattr("forgeryloc.maps.BAND_PIXELS", 1000)  # many bands
+    if not whole:  # as for a large photograph: each band computed on its own
+        monkeypatch.setattr("forgeryloc.maps.WHOLE_MAP_PIXELS", 0)
     rng = np.random.default_rng(3)
     small = rng.random((64, 64)).astype(np.float32)
     maps = ResizedMaps(small, np.zeros((64, 64), np.float32), height, width, 0.2, "easy")
@@ -66,6 +69,7 @@ def test_resized_maps_stream_torch_bilinear_interpolation(height, width, monkeyp
     # Same taps and weights; only the order of the float32 operations differs (well below
     # the 1/65535 step of the 16-bit probability PNG).
     assert np.abs(streamed - expected).max() < 5e-6
+    assert np.array_equal(maps.preview(height, width)[0], streamed)
 
 
 def test_resized_preview_has_the_asked_size():
