@@ -172,18 +172,20 @@ class AreaAverage:
         self.row_bin = np.arange(height) * out_h // height
         col_bin = np.arange(width) * out_w // width
         self.col_starts = np.searchsorted(col_bin, np.arange(out_w))
-        self.count = np.outer(np.bincount(self.row_bin, minlength=out_h),
-                              np.bincount(col_bin, minlength=out_w)).astype(np.float64)
-        self.sums = np.zeros((out_h, out_w), np.float64)
+        self.row_count = np.bincount(self.row_bin, minlength=out_h).astype(np.float32)
+        self.col_count = np.bincount(col_bin, minlength=out_w).astype(np.float32)
+        self.sums = np.zeros((out_h, out_w), np.float32)
 
     def add(self, rows: slice, values: np.ndarray) -> None:
-        columns = np.add.reduceat(values, self.col_starts, axis=1, dtype=np.float64)
+        columns = np.add.reduceat(values, self.col_starts, axis=1)  # r x out_w
         bins = self.row_bin[rows]
         starts = np.flatnonzero(np.r_[True, bins[1:] != bins[:-1]])
         self.sums[bins[starts]] += np.add.reduceat(columns, starts, axis=0)
 
     def result(self) -> np.ndarray:
-        return (self.sums / self.count).astype(np.float32)
+        self.sums /= self.row_count[:, None]
+        self.sums /= self.col_count[None, :]
+        return self.sums
 
 
 class TiledMaps:
