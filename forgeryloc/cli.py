@@ -156,7 +156,10 @@ def scan(
                                                    "at which an image is flagged (default: "
                                                    "the checkpoint's)."),
     batch_size: int = typer.Option(8, min=1, help="Images (or tiles) per forward pass."),
-    workers: int = typer.Option(2, min=0, help="Decoding worker processes."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Worker processes. On a CPU each "
+                                          "scans whole images (decoding, the network on one "
+                                          "thread, the pictures); on a GPU they decode. "
+                                          "Default: one per CPU core, at most 8."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
     max_pixels: int = typer.Option(100_000_000, min=1, help="Refuse larger images before "
                                    "decoding them."),

@@ -34,7 +34,7 @@ class ScanRequest:
     threshold: Optional[float] = None
     flag_threshold: Optional[float] = None
     batch_size: int = 8
-    workers: int = 2
+    workers: Optional[int] = None  # None: default_workers()
     device: str = "auto"
     max_pixels: int = 100_000_000
     tile_overlap: float = 0.25
@@ -48,6 +48,15 @@ class ScanRequest:
     ray: Optional[str] = None  # run on Ray: "local", "auto" or a cluster address
     ray_actors: int = 1
     flagged: bool = False  # set by execute_scan
+
+
+def default_workers() -> int:
+    """One worker per CPU this process may use, at most 8 (each may hold a decoded image)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(8, cpus))
 
 
 def _error(console: Console, message: str) -> None:
@@ -104,7 +113,8 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         threshold=card.threshold if request.threshold is None else request.threshold,
         flag_threshold=(card.score_threshold if request.flag_threshold is None
                         else request.flag_threshold),
-        batch_size=request.batch_size, workers=request.workers, max_pixels=request.max_pixels,
+        batch_size=request.batch_size, max_pixels=request.max_pixels,
+        workers=default_workers() if request.workers is None else request.workers,
         tile_overlap=request.tile_overlap, compile=request.compile)
     weights_sha256 = sha256_file(weights)
     header = {"tool": f"forgeryloc {__version__}", "weights_sha256": weights_sha256,
