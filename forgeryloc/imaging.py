@@ -133,19 +133,20 @@ def _decoders() -> list[str]:
     return [name for name in DECODERS if name in Image.OPEN]
 
 
-def to_rgb8(image: Image.Image) -> np.ndarray:
-    """H x W x 3 uint8 from any Pillow mode (16-bit scaled down, alpha composited on white)."""
+def to_rgb_picture(image: Image.Image) -> Image.Image:
+    """An 8-bit RGB Pillow image from any mode (16-bit scaled down, alpha composited on white);
+    an RGB image is returned as it is, without a copy."""
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         values = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
         gray = np.clip(np.round(values * (255.0 / peak)), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        return Image.fromarray(gray).convert("RGB")
     if mode == "F":
         values = np.nan_to_num(np.asarray(image, dtype=np.float64))
         scale = 255.0 if values.max(initial=0) <= 1.0 else 1.0
         gray = np.clip(np.round(values * scale), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        return Image.fromarray(gray).convert("RGB")
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif mode in ("LA", "La", "PA"):
@@ -153,7 +154,12 @@ def to_rgb8(image: Image.Image) -> np.ndarray:
     if image.mode in ("RGBA", "RGBa"):
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
-    return np.array(image.convert("RGB"), dtype=np.uint8)  # a writable copy
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def to_rgb8(image: Image.Image) -> np.ndarray:
+    """H x W x 3 uint8 (a writable copy) from any Pillow mode, as to_rgb_picture converts it."""
+    return np.array(to_rgb_picture(image), dtype=np.uint8)
 
 
 def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS
@@ -161,6 +167,14 @@ def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS
     """Decodes the first frame to H x W x 3 uint8 with EXIF orientation applied.
 
     The pixel limit is checked from the header, before any pixel is decoded."""
+    picture, meta = decode_picture(data, max_pixels)
+    return np.array(picture, dtype=np.uint8), meta
+
+
+def decode_picture(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS
+                   ) -> tuple[Image.Image, ImageMeta]:
+    """decode_image, but the pixels stay a Pillow RGB image: whatever is made from them next
+    (a resized copy, bands of rows) needs no whole-image array beside Pillow's own."""
     if not data:
         raise ImageReadError("empty file")
     try:
@@ -189,7 +203,7 @@ def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS
                         image = ImageOps.exif_transpose(image)
                     except Exception:  # noqa: BLE001 - keep the pixels as stored
                         orientation = 1
-                rgb = to_rgb8(image)
+                picture = to_rgb_picture(image)
     except ImageReadError:
         raise
     except UnidentifiedImageError:
@@ -200,9 +214,9 @@ def decode_image(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS
             TypeError, struct.error, ZeroDivisionError) as error:
         reason = one_line(str(error).splitlines()[0]) if str(error) else type(error).__name__
         raise ImageReadError(f"corrupt or truncated image ({reason})") from None
-    meta = ImageMeta(width=rgb.shape[1], height=rgb.shape[0], format=image_format, mode=mode,
-                     frames=frames, orientation=orientation, exif=exif)
-    return rgb, meta
+    meta = ImageMeta(width=picture.width, height=picture.height, format=image_format,
+                     mode=mode, frames=frames, orientation=orientation, exif=exif)
+    return picture, meta
 
 
 def load_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:

@@ -18,6 +18,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .preprocess import to_tensor
 
@@ -152,8 +153,13 @@ def blend_window(size: int) -> np.ndarray:
     return np.maximum(np.outer(ramp, ramp), 1e-3)
 
 
+def image_shape(rgb: np.ndarray | Image.Image) -> tuple[int, int]:
+    return (rgb.height, rgb.width) if isinstance(rgb, Image.Image) else rgb.shape[:2]
+
+
 def pad_to_tile(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Reflect-pads an image smaller than one tile so every tile is S x S."""
+    """Reflect-pads an image (or a band of its rows) smaller than one tile so every tile is
+    S x S; padding rows and columns apart gives the same pixels as padding the whole image."""
     height, width = rgb.shape[:2]
     pad_h, pad_w = max(0, size - height), max(0, size - width)
     if not (pad_h or pad_w):
@@ -193,22 +199,29 @@ class TiledMaps:
     runs while `bands()` is consumed, one row of tiles at a time, so only about two tile
     heights of blended rows are ever held, plus a preview of `preview_shape` (h, w)."""
 
-    def __init__(self, predictor, rgb: np.ndarray, overlap: float, batch_size: int,
+    def __init__(self, predictor, rgb: np.ndarray | Image.Image, overlap: float, batch_size: int,
                  preview_shape: tuple[int, int]):
         self.predictor, self.rgb = predictor, rgb
         self.overlap, self.batch_size = overlap, max(1, batch_size)
-        self.height, self.width = rgb.shape[:2]
+        self.height, self.width = image_shape(rgb)
         self.preview_shape = tuple(preview_shape)
         self.difficulty_score: float = float("nan")
         self.difficulty_label = "unknown"
         self._preview: tuple[np.ndarray, np.ndarray] | None = None
 
-    def _forward_row(self, padded: np.ndarray, y: int, xs: list[int]) -> Iterator[tuple]:
+    def _rows(self, top: int, count: int) -> np.ndarray:
+        """count x W x 3 uint8 rows of the image from `top` (from Pillow: only these rows)."""
+        if isinstance(self.rgb, Image.Image):
+            return np.asarray(self.rgb.crop((0, top, self.width, top + count)))
+        return self.rgb[top:top + count]
+
+    def _forward_row(self, y: int, xs: list[int]) -> Iterator[tuple]:
         """(x, probability S x S, robust curvature S x S, difficulty) for each tile of a row."""
         size, info = self.predictor.size, self.predictor.info
+        band = pad_to_tile(self._rows(y, min(size, self.height - y)), size)  # S x W' x 3
         for start in range(0, len(xs), self.batch_size):
             chunk = xs[start:start + self.batch_size]
-            batch = torch.stack([to_tensor(padded[y:y + size, x:x + size], info.mean, info.std)
+            batch = torch.stack([to_tensor(band[:, x:x + size], info.mean, info.std)
                                  for x in chunk])
             outputs = self.predictor.forward(batch)
             for i, x in enumerate(chunk):
@@ -224,7 +237,6 @@ class TiledMaps:
             rows_of_tiles.setdefault(y, []).append(x)
         tops = sorted(rows_of_tiles)
         window = blend_window(size)
-        padded = pad_to_tile(self.rgb, size)
         preview_probability = AreaAverage(height, width, *self.preview_shape)
         preview_curvature = AreaAverage(height, width, *self.preview_shape)
         # Weighted sums of the rows from `first` on that tiles have touched (3 x r x W).
@@ -235,7 +247,7 @@ class TiledMaps:
             if y + h - first > sums.shape[1]:
                 grow = np.zeros((3, y + h - first - sums.shape[1], width), np.float32)
                 sums = np.concatenate([sums, grow], axis=1)
-            for x, probability, curvature, score in self._forward_row(padded, y, rows_of_tiles[y]):
+            for x, probability, curvature, score in self._forward_row(y, rows_of_tiles[y]):
                 w = min(size, width - x)
                 weights = window[:h, :w]
                 target = (slice(y - first, y - first + h), slice(x, x + w))

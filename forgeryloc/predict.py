@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from .cpu import keep_large_allocations
-from .maps import ImageMaps, ResizedMaps, TiledMaps, nearest, robust_curvature
+from .maps import ImageMaps, ResizedMaps, TiledMaps, image_shape, nearest, robust_curvature
 from .model.m2sformer import HARD, M2SFormer
 from .preprocess import resize_rgb, to_tensor
 from .weights import CheckpointInfo
@@ -135,10 +136,11 @@ class Predictor:
             return self.predict_tiled(rgb, overlap, batch_size)
         raise ValueError(f"unknown mode {mode!r} (resize or tile)")
 
-    def tiled_maps(self, rgb: np.ndarray, overlap: float = 0.25, batch_size: int = 8,
-                   preview_shape: tuple[int, int] | None = None) -> TiledMaps:
+    def tiled_maps(self, rgb: np.ndarray | Image.Image, overlap: float = 0.25,
+                   batch_size: int = 8, preview_shape: tuple[int, int] | None = None
+                   ) -> TiledMaps:
         """Native resolution, streamed (the network runs as the bands are consumed)."""
-        return TiledMaps(self, rgb, overlap, batch_size, preview_shape or rgb.shape[:2])
+        return TiledMaps(self, rgb, overlap, batch_size, preview_shape or image_shape(rgb))
 
     def predict_tiled(self, rgb: np.ndarray, overlap: float = 0.25,
                       batch_size: int = 8) -> Finding:

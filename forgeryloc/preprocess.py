@@ -8,8 +8,13 @@ import torch
 from PIL import Image
 
 
-def resize_rgb(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
-    """H x W x 3 uint8 -> height x width x 3 uint8, bilinear (antialiased when shrinking)."""
+def resize_rgb(rgb: np.ndarray | Image.Image, height: int, width: int) -> np.ndarray:
+    """H x W x 3 uint8 (or a Pillow RGB image) -> height x width x 3 uint8, bilinear
+    (antialiased when shrinking)."""
+    if isinstance(rgb, Image.Image):
+        if rgb.size == (width, height):
+            return np.array(rgb)
+        return np.array(rgb.resize((width, height), Image.BILINEAR))
     if rgb.shape[:2] == (height, width):
         return rgb
     return np.array(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))

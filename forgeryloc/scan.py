@@ -22,11 +22,12 @@ from typing import Callable, Collection, Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .discover import InputEntry
-from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_image, one_line, read_bytes,
-                      sha256_bytes)
+from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_picture, one_line,
+                      read_bytes, sha256_bytes)
 from .maps import ImageMaps
 from .png import PngStream
 from .predict import Predictor
@@ -76,7 +77,7 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
         if (entry.relative_path, item["sha256"]) in done:
             item["done"] = True
             return item
-        rgb, meta = decode_image(data, settings.max_pixels)
+        picture, meta = decode_picture(data, settings.max_pixels)
         del data
     except ImageReadError as error:
         item["error"] = str(error)
@@ -89,10 +90,10 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
     item["meta"] = {"width": width, "height": height, "format": meta.format,
                     "mode": meta.mode, "frames": meta.frames, "exif": meta.exif}
     if settings.mode == "tile":
-        item["rgb"] = torch.from_numpy(rgb)  # the predictor tiles it at native resolution
+        item["rgb"] = picture  # tiled at native resolution, band by band
     else:
-        item["input"] = to_tensor(resize_rgb(rgb, size, size), mean, std)
-    item["preview"] = torch.from_numpy(_preview(rgb, settings.preview_max_side))
+        item["input"] = to_tensor(resize_rgb(picture, size, size), mean, std)
+    item["preview"] = torch.from_numpy(_preview(picture, settings.preview_max_side))
     return item
 
 
@@ -112,15 +113,15 @@ class ScanInputs(Dataset):
         item = load_item(self.entries[index], self.settings, self.size, self.mean, self.std,
                          self.done)
         item["index"] = index
+        if "rgb" in item:  # travels to the scan process in shared memory
+            item["rgb"] = torch.from_numpy(np.array(item["rgb"]))
         return item
 
 
-def _preview(rgb: np.ndarray, max_side: int) -> np.ndarray:
-    height, width = rgb.shape[:2]
-    scale = min(1.0, max_side / max(height, width))
-    if scale >= 1.0:
-        return rgb
-    return resize_rgb(rgb, max(1, round(height * scale)), max(1, round(width * scale)))
+def _preview(picture: Image.Image, max_side: int) -> np.ndarray:
+    scale = min(1.0, max_side / max(picture.height, picture.width))
+    return resize_rgb(picture, max(1, round(picture.height * scale)),
+                      max(1, round(picture.width * scale)))
 
 
 def _collate(items: list[dict]) -> list[dict]:
@@ -148,7 +149,7 @@ def predict_items(predictor: Predictor, items: list[dict],
         return []
     if settings.mode == "tile":
         tile_batch = 1 if predictor.device.type == "cpu" else settings.batch_size
-        return [partial(predictor.tiled_maps, item.pop("rgb").numpy(), settings.tile_overlap,
+        return [partial(predictor.tiled_maps, _pixels(item.pop("rgb")), settings.tile_overlap,
                         tile_batch, tuple(item["preview"].shape[:2])) for item in items]
     outputs = _forward(predictor, [item.pop("input") for item in items])
     makers = []
@@ -158,6 +159,10 @@ def predict_items(predictor: Predictor, items: list[dict],
         makers.append(partial(predictor.maps_from_resized, single, 0, meta["height"],
                               meta["width"]))
     return makers
+
+
+def _pixels(rgb: torch.Tensor | Image.Image) -> np.ndarray | Image.Image:
+    return rgb.numpy() if isinstance(rgb, torch.Tensor) else rgb
 
 
 def base_record(entry: InputEntry, item: dict) -> dict:

@@ -136,6 +136,20 @@ def test_tiled_maps_stream_the_whole_image_blend(height, width):
     assert maps.difficulty_label in ("easy", "hard") and 0 <= maps.difficulty_score <= 1
 
 
+@pytest.mark.parametrize("height,width", [(20, 45), (70, 33), (64, 96)])
+def test_tiles_cut_from_a_pillow_image_equal_those_of_its_array(height, width):
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    shape = (height, width)
+    from_array = TiledMaps(ToyNetwork(), rgb, 0.25, 2, shape)
+    from_pillow = TiledMaps(ToyNetwork(), Image.fromarray(rgb), 0.25, 2, shape)
+    bands_a, bands_b = list(from_array.bands()), list(from_pillow.bands())
+    assert len(bands_a) == len(bands_b)
+    for a, b in zip(bands_a, bands_b):
+        assert a.rows == b.rows and np.array_equal(a.probability, b.probability)
+    assert np.array_equal(from_array.preview(*shape)[1], from_pillow.preview(*shape)[1])
+
+
 def test_tiled_preview_is_the_area_mean_of_the_maps():
     rng = np.random.default_rng(5)
     rgb = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
