@@ -382,10 +382,11 @@ def _same_results(out: Path, batch) -> None:
             assert (out / relative).read_bytes() == (batch.reference / relative).read_bytes()
 
 
+@pytest.mark.parametrize("workers", ["0", "2"])  # in-process; pipelines in worker processes
 @pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
-def test_a_killed_scan_loses_nothing_and_resumes(batch, tmp_path, tiny_checkpoint, how):
+def test_a_killed_scan_loses_nothing_and_resumes(batch, tmp_path, tiny_checkpoint, how, workers):
     out = tmp_path / "out"
-    args = [batch.folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0",
+    args = [batch.folder, "-o", out, "--weights", tiny_checkpoint, "--workers", workers,
             "--batch-size", "2", "--quiet"]
     command, options = python_scan(args)
     with open(tmp_path / "stderr", "w") as stderr:
