@@ -469,6 +469,8 @@ def _scan_in_batches(entries: list[InputEntry], out: Path, predictor: Predictor,
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgeryloc-writer") \
         if predictor.device.type != "cpu" else None
     pending: deque[Future] = deque()
+    # Images waiting for the writer: in tile mode each holds its whole decoded picture.
+    queued = 2 if settings.mode == "tile" else 2 * settings.batch_size
 
     def finish(index: int, make_outcome: Callable[[], dict]) -> None:
         ledger.accept(index, make_outcome())
@@ -481,7 +483,7 @@ def _scan_in_batches(entries: list[InputEntry], out: Path, predictor: Predictor,
                     finish(index, make_outcome)
                 else:
                     pending.append(writer.submit(finish, index, make_outcome))
-            while len(pending) > 2 * settings.batch_size:
+            while len(pending) > queued:
                 pending.popleft().result()  # re-raises a writer failure here
         while pending:
             pending.popleft().result()
