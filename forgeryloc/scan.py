@@ -438,36 +438,45 @@ class ScanLedger:
 
 def run_scan(entries: list[InputEntry], out_dir: str | Path, predictor: Predictor,
              settings: ScanSettings, journal_header: dict, resume: bool = False,
-             on_record: Callable[[dict], None] | None = None) -> ScanResult:
+             on_record: Callable[[dict], None] | None = None,
+             layout: str | None = None) -> ScanResult:
     """Scans every entry; records come back in input order. With `resume`, images already in
     the output folder's journal (same relative path and SHA-256) are not processed again.
 
-    On a CPU with workers, each worker process is a whole pipeline (decode, network on one
-    thread, pictures): no step waits for another, and no thread competes with the network's
-    own threads for the cores. On a GPU (or without workers) the network runs here, worker
-    processes decode, and on a GPU a writer thread writes."""
+    Layouts (`layout=None` chooses by device):
+      "pipelines"  on a CPU with workers: each worker process is a whole pipeline (decode,
+                   network on one thread, pictures); nothing waits for anything else, and no
+                   thread competes with the network's own threads for the cores;
+      "writer"     on a GPU: workers decode, the network runs here in batches, a writer
+                   thread writes;
+      "inline"     without workers on a CPU: everything here, one step after the other."""
     out = Path(out_dir)
+    if layout is None:
+        cpu = predictor.device.type == "cpu"
+        layout = ("pipelines" if settings.workers > 0 else "inline") if cpu else "writer"
+    if layout not in ("pipelines", "writer", "inline"):
+        raise ValueError(f"unknown scan layout {layout!r}")
     ledger = ScanLedger(entries, out, journal_header, resume, on_record)
     try:
-        if predictor.device.type == "cpu" and settings.workers > 0:
+        if layout == "pipelines":
             _scan_in_pipelines(entries, out, predictor, settings, ledger)
         else:
-            _scan_in_batches(entries, out, predictor, settings, ledger)
+            _scan_in_batches(entries, out, predictor, settings, ledger, layout == "writer")
     finally:
         ledger.close()
     return ledger.result()
 
 
 def _scan_in_batches(entries: list[InputEntry], out: Path, predictor: Predictor,
-                     settings: ScanSettings, ledger: ScanLedger) -> None:
+                     settings: ScanSettings, ledger: ScanLedger, use_writer: bool) -> None:
     dataset = ScanInputs(entries, settings, predictor.size, predictor.info.mean,
                          predictor.info.std, done=ledger.done)
     loader = DataLoader(dataset, batch_size=1 if settings.mode == "tile" else settings.batch_size,
                         num_workers=settings.workers, collate_fn=_collate,
                         prefetch_factor=2 if settings.workers else None)
-    # A writer thread only beside a GPU: on a CPU it would take cores from the network.
+    # A writer thread belongs beside a GPU: on a CPU it would take cores from the network.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgeryloc-writer") \
-        if predictor.device.type != "cpu" else None
+        if use_writer else None
     pending: deque[Future] = deque()
     # Images waiting for the writer: in tile mode each holds its whole decoded picture.
     queued = 2 if settings.mode == "tile" else 2 * settings.batch_size

@@ -164,3 +164,36 @@ def test_worker_processes_give_the_same_report(folder, tmp_path, tiny_checkpoint
     _scan([folder, "-o", tmp_path / "w2", "--weights", tiny_checkpoint, "--workers", "2"])
     assert _report(tmp_path / "w0")["images"] == _report(tmp_path / "w2")["images"]
     assert os.path.isfile(tmp_path / "w2" / "report.html")
+
+
+@pytest.mark.parametrize("mode", ["resize", "tile"])
+def test_every_scan_layout_gives_the_same_results(folder, tmp_path, tiny_checkpoint, mode):
+    """Pipelines in worker processes, the batched loop with a writer thread (the GPU layout,
+    here on the CPU) and the inline loop: the same records and the same output bytes."""
+    import torch
+
+    from forgeryloc.discover import discover_inputs
+    from forgeryloc.predict import Predictor
+    from forgeryloc.scan import ScanSettings, run_scan
+    from forgeryloc.weights import load_model
+
+    model, card = load_model(tiny_checkpoint)
+    entries = discover_inputs([str(folder)])
+    records = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the pipelines' own thread count: bit-identical networks
+    try:
+        for layout, workers in (("pipelines", 2), ("writer", 1), ("inline", 0)):
+            settings = ScanSettings(mode=mode, workers=workers, batch_size=2)
+            result = run_scan(entries, tmp_path / layout, Predictor(model, card), settings,
+                              {"test": layout}, layout=layout)
+            records[layout] = [{k: v for k, v in r.items() if k != "path"}
+                               for r in result.records]
+            assert sum(1 for r in result.records if r["outputs"]) == 4
+    finally:
+        torch.set_num_threads(threads)
+    assert records["pipelines"] == records["writer"] == records["inline"]
+    for record in records["inline"]:
+        for relative in (record["outputs"] or {}).values():
+            contents = {(tmp_path / layout / relative).read_bytes() for layout in records}
+            assert len(contents) == 1, relative
