@@ -251,6 +251,9 @@ def train(
     lr: float = typer.Option(1e-4), min_lr: float = typer.Option(1e-6),
     weight_decay: float = typer.Option(1e-4), warmup_steps: int = typer.Option(0),
     grad_clip: Optional[float] = typer.Option(None),
+    ema_decay: Optional[float] = typer.Option(None, min=0.0, max=0.99999, help="Validate and keep "
+                                              "as best an exponential moving average of the "
+                                              "weights with this decay (e.g. 0.998)."),
     augment: bool = typer.Option(True, help="Flips, crops, JPEG, rescaling of real images."),
     workers: int = typer.Option(2, min=0), seed: int = typer.Option(0),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run's last.safetensors."),
@@ -270,7 +273,7 @@ def train(
         val=str(val) if val else None, val_fraction=val_fraction, size=size, crop=crop,
         batch_size=batch_size, accumulate=accumulate, epochs=epochs, epoch_size=epoch_size,
         max_minutes=max_minutes, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
-        warmup_steps=warmup_steps, grad_clip=grad_clip, augment=augment, workers=workers,
+        warmup_steps=warmup_steps, grad_clip=grad_clip, ema_decay=ema_decay, augment=augment, workers=workers,
         seed=seed, resume=str(resume) if resume else None,
         init_weights=str(init_weights) if init_weights else None,
         init_encoder=str(init_encoder) if init_encoder else None, device=device)

@@ -4,6 +4,7 @@ epoch, best/last checkpoints with full metadata, resumable, DistributedDataParal
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -53,6 +54,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_steps: int = 0
     grad_clip: float | None = None
+    ema_decay: float | None = None  # validate and ship an exponential moving average of weights
     augment: bool = True
     workers: int = 2
     seed: int = 0
@@ -123,6 +125,26 @@ def random_windows(images: torch.Tensor, masks: torch.Tensor, crop: int,
     windows = [(slice(None), slice(t, t + crop), slice(l, l + crop)) for t, l in zip(tops, lefts)]
     return (torch.stack([image[w] for image, w in zip(images, windows)]),
             torch.stack([mask[w] for mask, w in zip(masks, windows)]))
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights (BatchNorm statistics copied as they are).
+
+    The decay ramps up as (1 + step) / (10 + step) so that early averages do not remember the
+    initial weights for thousands of steps.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            averaged = list(self.model.parameters())
+            torch._foreach_lerp_(averaged, [p.detach() for p in model.parameters()], 1 - decay)
+            for mine, theirs in zip(self.model.buffers(), model.buffers()):
+                mine.copy_(theirs)
 
 
 def cosine_lr(progress: float, config: TrainConfig, step: int) -> float:
@@ -206,6 +228,12 @@ class Trainer:
                          c.init_encoder)
         model.to(device)
         self.model, self.model_config = model, model.config
+        average = None
+        if c.ema_decay:
+            average = WeightAverage(model, c.ema_decay)
+            saved = Path(c.resume).with_suffix(".ema.safetensors") if c.resume else None
+            if saved is not None and saved.is_file():
+                average.model.load_state_dict(load_model(saved)[0].state_dict())
         optimizer = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         if c.resume:
             state = self._load_state(c.resume, optimizer, state)
@@ -259,6 +287,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                if average is not None:
+                    average.update(model, state["step"])
                 state["step"] += 1
                 if self.on_log and state["step"] % 10 == 0:
                     self.on_log({"step": state["step"], "epoch": state["epoch"], "lr": lr,
@@ -268,7 +298,7 @@ class Trainer:
                     break
                 if time.monotonic() - last_checkpoint > c.checkpoint_minutes * 60:
                     state["elapsed"] = time.monotonic() - started
-                    self._save(model, optimizer, state, "last", train_samples, None)
+                    self._save(model, optimizer, state, "last", train_samples, None, average)
                     last_checkpoint = time.monotonic()
             state["elapsed"] = time.monotonic() - started
             if self.distributed:  # BatchNorm statistics drift per rank: take rank 0's
@@ -278,7 +308,8 @@ class Trainer:
                       "elapsed_minutes": round(state["elapsed"] / 60, 2),
                       "train_loss": running / max(seen, 1)}
             state["epoch"] += 1
-            metrics = self._validate(model, val_samples, device) if val_samples else None
+            shipped = average.model if average is not None else model
+            metrics = self._validate(shipped, val_samples, device) if val_samples else None
             if metrics:
                 record.update({f"val_{k}": v for k, v in metrics.items()})
             state["history"].append(record)
@@ -290,9 +321,9 @@ class Trainer:
                 improved = bool(metrics) and metrics["dsc"] > state["best_dsc"]
                 if improved:  # before saving "last", so a resumed run knows the best so far
                     state["best_dsc"] = metrics["dsc"]
-                self._save(model, optimizer, state, "last", train_samples, metrics)
+                self._save(model, optimizer, state, "last", train_samples, metrics, average)
                 if improved:
-                    self._save(model, optimizer, state, "best", train_samples, metrics)
+                    self._save(shipped, optimizer, state, "best", train_samples, metrics)
             last_checkpoint = time.monotonic()
         if self.distributed:
             dist.barrier()
@@ -303,10 +334,11 @@ class Trainer:
     def _validate(self, model: M2SFormer, samples: list[Sample], device) -> dict | None:
         if self.rank != 0:
             return None
+        was_training = model.training
         model.eval()
         predictor = Predictor(model, self._card(None, None), device)
         result = evaluate_samples(predictor, samples, batch_size=self.config.batch_size)
-        model.train()
+        model.train(was_training)
         keys = ("dsc", "iou", "dsc_native", "f1_best_oracle", "pixel_auc", "image_auc")
         return {k: result.summary[k] for k in keys}
 
@@ -329,11 +361,17 @@ class Trainer:
                               input_size=c.size, provenance=provenance,
                               embeddings="stand-in (random, fixed seed), learned against")
 
-    def _save(self, model, optimizer, state, name, train_samples, metrics) -> None:
+    def _save(self, model, optimizer, state, name, train_samples, metrics,
+              average: WeightAverage | None = None) -> None:
+        """Weights of `model` (the best checkpoint holds the averaged ones when averaging);
+        "last" also keeps the average beside it so that a resumed run goes on averaging."""
         if self.rank != 0:
             return
         save_checkpoint(model, self._card(state, metrics, train_samples),
                         self.out / f"{name}.safetensors")
+        if average is not None:
+            save_checkpoint(average.model, self._card(state, metrics, train_samples),
+                            self.out / f"{name}.ema.safetensors")
         # Optimizer and loop state: tensors and plain values only, loadable with weights_only.
         resume_state = {"optimizer": optimizer.state_dict(),
                         "loop": {k: state[k] for k in ("step", "epoch", "elapsed", "best_dsc")},

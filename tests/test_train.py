@@ -138,3 +138,37 @@ def test_init_encoder_reads_pvt_and_timm_checkpoints(tmp_path, naming):
         assert torch.equal(value, target.encoder.state_dict()[name])
     with pytest.raises(ValueError, match="no match"):
         load_encoder_weights(m2sformer.build_model("m2sformer-b1"), path)
+
+
+def test_weight_average_follows_the_weights_and_resumes(tmp_path, tiny_registered, synthetic_sets):
+    """With --ema-decay the best checkpoint holds the average, which differs from the raw weights
+    ; a resumed run goes on averaging."""
+    train, val, _ = synthetic_sets
+    torch.manual_seed(0)
+    Trainer(_config(tmp_path, tiny_registered, train, val, epochs=1, ema_decay=0.9)).run()
+    run = tmp_path / "run"
+    raw, _ = load_model(run / "last.safetensors")
+    average, _ = load_model(run / "last.ema.safetensors")
+    best, _ = load_model(run / "best.safetensors")
+    for name, value in average.state_dict().items():
+        torch.testing.assert_close(best.state_dict()[name], value)
+    moved = [name for name, value in average.named_parameters()
+             if not torch.allclose(value, raw.state_dict()[name])]
+    assert moved, "the average equals the raw weights"
+    resumed = _config(tmp_path, tiny_registered, train, val, epochs=2, ema_decay=0.9,
+                      resume=str(run / "last.safetensors"))
+    Trainer(resumed).run()
+    again, _ = load_model(run / "last.ema.safetensors")
+    assert any(not torch.allclose(v, average.state_dict()[k]) for k, v in again.named_parameters())
+
+
+def test_weight_average_ramps_up_from_the_current_weights():
+    from forgeryloc.train import WeightAverage
+
+    model = torch.nn.Linear(2, 1)
+    average = WeightAverage(model, decay=0.99)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    before = average.model.weight.clone()
+    average.update(model, step=0)  # decay min(0.99, 1/10): mostly the new weights
+    torch.testing.assert_close(average.model.weight, 0.1 * before + 0.9 * model.weight)
