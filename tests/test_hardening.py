@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from forgeryloc.cli import app
 from forgeryloc.imaging import ImageReadError, decode_image, one_line
 from forgeryloc.render import read_probability_png
+from forgeryloc.scan import CPU_GROUP
 
 from make_corpus import (MARKER, MARKER_CORNER, ORIENTED_SIZE, bomb_png, broken_exif_variants,
                          make_corpus, photo)
@@ -443,9 +444,9 @@ def test_a_killed_scan_loses_nothing_and_resumes(batch, tmp_path, tiny_checkpoin
 
 
 def test_results_do_not_depend_on_the_batch_size(batch, tmp_path, tiny_checkpoint):
-    """CPU kernels round differently for a batch of one than for larger batches (with batched
-    CPU inference this scan differs from the reference in about 30 output files): the scan
-    gives each image the same arithmetic whatever shares its batch."""
+    """CPU kernels round differently for different batch shapes (with batches that follow
+    --batch-size this scan differed from the reference in about 30 output files): on a CPU
+    every forward has the same shape (CPU_GROUP images, padded), whatever the batch size."""
     out = tmp_path / "out"
     result = scan(batch.folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0",
                   "--batch-size", "1")
@@ -453,6 +454,7 @@ def test_results_do_not_depend_on_the_batch_size(batch, tmp_path, tiny_checkpoin
     _same_results(out, batch)
     run = report(out)["run"]
     assert run["settings"]["batch_size"] == 1 and run["cpu_threads"] == 1
+    assert run["cpu_forward_group"] == CPU_GROUP
     assert run["device"] == "cpu" and len(run["weights"]["sha256"]) == 64
     assert run["settings"]["mode"] == "resize" and "threshold" in run["settings"]
 
