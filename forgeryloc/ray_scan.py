@@ -4,7 +4,7 @@ This process (the driver) finds the inputs, reads the journal of a resumed scan 
 records, as a local scan does. The inputs are partitioned into blocks; Ray tasks on CPU
 workers decode them with scan.load_item; a pool of actors, each holding one model (and one GPU
 when the cluster has GPUs), predicts, writes the output pictures into the shared output folder
-with scan.image_record and sends back each image's outcome; the driver journals the records as
+with scan.image_outcome and sends back each image's outcome; the driver journals the records as
 they stream back and writes the reports at the end, in input order, as a local scan does.
 
 Every node must see the inputs, the output folder and the weights at the same paths, and run

@@ -22,6 +22,7 @@ import os
 import re
 import shlex
 import warnings
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path, PurePath
@@ -30,7 +31,7 @@ from urllib.parse import quote
 from PIL import Image
 
 from .atomic import write_bytes_atomic
-from .render import open_thumbnail
+from .render import open_thumbnail, thumbnail_jpeg
 
 REPORT_JSON = "report.json"
 REPORT_CSV = "report.csv"
@@ -63,10 +64,11 @@ SUMMARY_FIELDS = (
 
 
 def write_reports(out_dir: str | os.PathLike, run: dict, records: list[dict],
-                  thumbnails: bool = True) -> list[Path]:
+                  thumbnails: bool = True,
+                  previews: Mapping[str, tuple[str, str]] | None = None) -> list[Path]:
     """Writes report.json, report.csv and report.html into out_dir; returns their paths."""
     return [write_json(out_dir, run, records), write_csv(out_dir, records),
-            write_html(out_dir, run, records, thumbnails=thumbnails)]
+            write_html(out_dir, run, records, thumbnails, previews)]
 
 
 def _write(out_dir: str | os.PathLike, name: str, data: bytes) -> Path:
@@ -278,18 +280,31 @@ def _summary_html(run: dict) -> str:
 
 # --------------------------------------------------------------------------- rows
 
-def _thumbnail(path: Path | str, crop_size=None) -> str | None:
-    """An <img> with a small embedded JPEG, or None when the file cannot be read."""
+def preview_pair(photo: Image.Image, overlay_photo: Image.Image) -> tuple[str, str]:
+    """The report's two previews (the photo, the photo part of its overlay) as base64 JPEG,
+    made by a scan while both pictures are still in memory."""
+    return tuple(base64.b64encode(thumbnail_jpeg(picture, THUMBNAIL_SIDE, THUMBNAIL_QUALITY))
+                 .decode("ascii") for picture in (photo, overlay_photo))
+
+
+def _img_tag(data: bytes) -> str:
+    with Image.open(io.BytesIO(data)) as preview:
+        width, height = preview.size
+    uri = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+    return f"<img src=\"{uri}\" width=\"{width}\" height=\"{height}\" alt=\"\" decoding=\"async\">"
+
+
+def _thumbnail(path: Path | str, crop_size=None, made: str | None = None) -> str | None:
+    """An <img> with a small embedded JPEG (`made` by the scan, else read from `path`), or
+    None when the file cannot be read."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            data = open_thumbnail(path, THUMBNAIL_SIDE, THUMBNAIL_QUALITY, crop_size)
-            with Image.open(io.BytesIO(data)) as preview:
-                width, height = preview.size
+            if made is not None:
+                return _img_tag(base64.b64decode(made, validate=True))
+            return _img_tag(open_thumbnail(path, THUMBNAIL_SIDE, THUMBNAIL_QUALITY, crop_size))
     except Exception:  # noqa: BLE001 - a preview is optional; any failure just omits it
         return None
-    uri = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
-    return f"<img src=\"{uri}\" width=\"{width}\" height=\"{height}\" alt=\"\" decoding=\"async\">"
 
 
 def _photo_size(record: dict) -> tuple[int, int] | None:
@@ -300,15 +315,19 @@ def _photo_size(record: dict) -> tuple[int, int] | None:
     return None
 
 
-def _thumbnail_cells(record: dict, out_dir: Path, enabled: bool) -> str:
-    """Photo and overlay preview cells (the overlay preview links to the overlay PNG)."""
+def _thumbnail_cells(record: dict, out_dir: Path, enabled: bool,
+                     made: tuple[str, str] | None = None) -> str:
+    """Photo and overlay preview cells (the overlay preview links to the overlay PNG);
+    `made`: the pair of previews the scan made (see preview_pair), else they are read from
+    the files."""
     if not enabled:
         return "<td class=\"thumb missing\">—</td><td class=\"thumb missing\">—</td>"
-    photo = _thumbnail(str(record.get("path") or ""))
+    made_photo, made_overlay = made or (None, None)
+    photo = _thumbnail(str(record.get("path") or ""), made=made_photo)
     overlay_name = (record.get("outputs") or {}).get("overlay")
     overlay = None
     if overlay_name:
-        img = _thumbnail(out_dir / str(overlay_name), _photo_size(record))
+        img = _thumbnail(out_dir / str(overlay_name), _photo_size(record), made_overlay)
         overlay = img and f"<a href=\"{_esc(_href(overlay_name))}\">{img}</a>"
     missing = "<span class=\"missing\">no preview</span>"
     return "".join(f"<td class=\"thumb\">{cell or missing}</td>" for cell in (photo, overlay))
@@ -361,7 +380,8 @@ def _result_cells(record: dict) -> str:
             + _links_cell(record.get("outputs") or {}))
 
 
-def _row_html(index: int, record: dict, out_dir: Path, thumbnails: bool) -> str:
+def _row_html(index: int, record: dict, out_dir: Path, thumbnails: bool,
+              previews: Mapping[str, tuple[str, str]]) -> str:
     failed = _failed(record)
     classes = "row error" if failed else ("row flagged" if record.get("flagged") else "row")
     score = "" if failed else repr(_finite(record.get("score")))
@@ -370,18 +390,22 @@ def _row_html(index: int, record: dict, out_dir: Path, thumbnails: bool) -> str:
     name = record.get("relative_path") or record.get("path") or ""
     return (f"<tr class=\"{classes}\" data-index=\"{index}\" data-score=\"{score}\" "
             f"data-area=\"{area}\" data-path=\"{_esc(name)}\">"
-            + _thumbnail_cells(record, out_dir, thumbnails) + _file_cell(record)
+            + _thumbnail_cells(record, out_dir, thumbnails,
+                               previews.get(str(record.get("relative_path"))))
+            + _file_cell(record)
             + _result_cells(record) + "</tr>")
 
 
 # --------------------------------------------------------------------------- page
 
 def render_html(out_dir: str | os.PathLike, run: dict, records: list[dict],
-                thumbnails: bool = True) -> str:
-    """The report page as text; outputs are found relative to out_dir."""
+                thumbnails: bool = True,
+                previews: Mapping[str, tuple[str, str]] | None = None) -> str:
+    """The report page as text; outputs are found relative to out_dir. `previews` maps a
+    record's relative path to the previews its scan made (the others are read from files)."""
     out_dir = Path(out_dir)
     template = _template()
-    rows = "\n".join(_row_html(index, record, out_dir, thumbnails)
+    rows = "\n".join(_row_html(index, record, out_dir, thumbnails, previews or {})
                      for index, record in enumerate(report_order(records)))
     run_json = json.dumps(plain(run), indent=2, sort_keys=True, ensure_ascii=False)
     return _fill(template, {
@@ -393,6 +417,8 @@ def render_html(out_dir: str | os.PathLike, run: dict, records: list[dict],
 
 
 def write_html(out_dir: str | os.PathLike, run: dict, records: list[dict],
-               thumbnails: bool = True) -> Path:
+               thumbnails: bool = True,
+               previews: Mapping[str, tuple[str, str]] | None = None) -> Path:
     """report.html: one self-contained page (inline CSS/JS, previews as data: URIs)."""
-    return _write(out_dir, REPORT_HTML, _encode(render_html(out_dir, run, records, thumbnails)))
+    return _write(out_dir, REPORT_HTML,
+                  _encode(render_html(out_dir, run, records, thumbnails, previews)))

@@ -2,7 +2,7 @@
 pictures); on a GPU, workers decode, the Predictor runs batches and a writer thread turns
 maps into files. A journal makes every scan resumable.
 
-The per-image steps (load_item, predict_items, image_record, item_outcomes) and the driver's
+The per-image steps (load_item, predict_items, image_outcome, item_outcomes) and the driver's
 bookkeeping (ScanLedger) are shared with the Ray scan in ray_scan.py."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import re
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -40,6 +40,8 @@ JOURNAL_NAME = "journal.jsonl"
 # thread runs a group of 4 about 17% faster per image than single images (b0 and b2, 256x256),
 # and a fixed shape keeps each image's arithmetic independent of what shares its group.
 CPU_GROUP = 4
+# Report previews kept in memory (~10 KB each); beyond, the report reads them from the files.
+MAX_HELD_PREVIEWS = 20_000
 OUTPUT_KINDS = ("overlay", "mask", "prob", "difficulty")
 
 
@@ -55,10 +57,12 @@ class ScanSettings:
     preview_max_side: int = 2048      # overlay and difficulty pictures are at most this wide
     mixed_precision: bool = True
     compile: bool = False             # torch.compile: faster after warm-up, other last bits
+    thumbnails: bool = True           # make the report's previews while the pictures are made
 
     def fingerprint(self) -> dict:
         """The settings that change results (a resumed scan must use the same)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("batch_size", "workers")}
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("batch_size", "workers", "thumbnails")}
 
 
 # ---- one image: decode -> predict -> finding -> write -> record ---------------------------
@@ -185,9 +189,9 @@ def base_record(entry: InputEntry, item: dict) -> dict:
             "difficulty": None, "outputs": None, "error": item.get("error")}
 
 
-def image_record(out: Path, entry: InputEntry, item: dict, maps: ImageMaps,
-                 settings: ScanSettings) -> dict:
-    """Writes the output pictures of one predicted image and returns its record."""
+def image_outcome(out: Path, entry: InputEntry, item: dict, maps: ImageMaps,
+                  settings: ScanSettings) -> dict:
+    """Writes the output pictures of one predicted image; its outcome (see item_outcomes)."""
     record = base_record(entry, item)
     try:
         written = write_outputs(out, entry, maps, item["preview"].numpy(), settings)
@@ -198,7 +202,7 @@ def image_record(out: Path, entry: InputEntry, item: dict, maps: ImageMaps,
                   outputs=written.paths,
                   difficulty={"label": maps.difficulty_label,
                               "score": round(maps.difficulty_score, 6)})
-    return record
+    return {"record": record, "previews": written.previews}
 
 
 def item_outcomes(items: list[dict], entry_of: Callable[[int], InputEntry],
@@ -221,7 +225,7 @@ def item_outcomes(items: list[dict], entry_of: Callable[[int], InputEntry],
     for item, make_maps in zip(ready, predict_items(predictor, ready, settings)):
         entry = entry_of(item["index"])
         yield item["index"], (lambda e=entry, i=item, m=make_maps:
-                              {"record": image_record(out, e, i, m(), settings)})
+                              image_outcome(out, e, i, m(), settings))
 
 
 # ---- outputs ----------------------------------------------------------------------------
@@ -236,6 +240,7 @@ class WrittenOutputs:
     score: float        # image score (see predict.IMAGE_SCORE_DEFINITION), rounded
     area: float         # share of pixels at or above the threshold, rounded
     flagged: bool
+    previews: tuple[str, str] | None = None  # report.preview_pair, when settings ask for it
 
 
 def write_outputs(out_dir: Path, entry: InputEntry, maps: ImageMaps, preview: np.ndarray,
@@ -273,12 +278,17 @@ def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, previe
     title = f"score {score:.3f} · area {100 * area:.1f}%" + (" · FLAGGED" if flagged else "")
     height, width = preview.shape[:2]
     probability, curvature = maps.preview(height, width)
-    render.save_png(render.overlay_image(preview, probability, settings.threshold, title=title),
-                    out_dir / paths["overlay"])
+    overlay = render.overlay_image(preview, probability, settings.threshold, title=title)
+    render.save_png(overlay, out_dir / paths["overlay"])
+    previews = None
+    if settings.thumbnails:  # here the pictures are in memory; the report would decode files
+        from .report import preview_pair
+        previews = preview_pair(Image.fromarray(preview),
+                                overlay.crop(render.photo_box(overlay.size, (width, height))))
     render.save_png(render.difficulty_image(curvature, maps.difficulty_label,
                                             maps.difficulty_score, size=(width, height)),
                     out_dir / paths["difficulty"])
-    return WrittenOutputs(paths, score, area, flagged)
+    return WrittenOutputs(paths, score, area, flagged, previews)
 
 
 # ---- journal ----------------------------------------------------------------------------
@@ -347,6 +357,7 @@ class ScanResult:
     records: list[dict]
     started: str
     finished: str
+    previews: dict[str, tuple[str, str]] = field(default_factory=dict)  # by relative path
 
     @property
     def counts(self) -> dict:
@@ -410,6 +421,7 @@ class ScanLedger:
             raise OutputError(f"cannot write to {out}: {error.strerror or error}") from None
         self.started = _now()
         self.records: list[dict | None] = [None] * len(entries)
+        self.previews: dict[str, tuple[str, str]] = {}
         self.lock = threading.Lock()
 
     @property
@@ -431,6 +443,8 @@ class ScanLedger:
                     raise OutputError(f"cannot write the journal in {self.out}: "
                                       f"{error.strerror or error}") from None
             self.records[index] = record
+            if outcome.get("previews") and len(self.previews) < MAX_HELD_PREVIEWS:
+                self.previews[entry.relative_path] = tuple(outcome["previews"])
             if self.on_record:
                 self.on_record(record)
 
@@ -439,7 +453,7 @@ class ScanLedger:
 
     def result(self) -> ScanResult:
         return ScanResult(records=[r for r in self.records if r is not None],
-                          started=self.started, finished=_now())
+                          started=self.started, finished=_now(), previews=self.previews)
 
     def close(self) -> None:
         self.journal.close()

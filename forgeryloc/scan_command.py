@@ -115,7 +115,8 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
                         else request.flag_threshold),
         batch_size=request.batch_size, max_pixels=request.max_pixels,
         workers=default_workers() if request.workers is None else request.workers,
-        tile_overlap=request.tile_overlap, compile=request.compile)
+        tile_overlap=request.tile_overlap, compile=request.compile,
+        thumbnails=request.thumbnails)
     weights_sha256 = sha256_file(weights)
     header = {"tool": f"forgeryloc {__version__}", "weights_sha256": weights_sha256,
               "settings": settings.fingerprint()}
@@ -188,7 +189,8 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     }
     from .report import write_reports
     try:
-        write_reports(output, run, result.records, thumbnails=request.thumbnails)
+        write_reports(output, run, result.records, thumbnails=request.thumbnails,
+                      previews=result.previews)
     except OSError as error:
         _error(console, f"cannot write the reports in {output}: {error.strerror or error}")
         return EXIT_OUTPUT

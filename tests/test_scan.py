@@ -197,3 +197,42 @@ def test_every_scan_layout_gives_the_same_results(folder, tmp_path, tiny_checkpo
         for relative in (record["outputs"] or {}).values():
             contents = {(tmp_path / layout / relative).read_bytes() for layout in records}
             assert len(contents) == 1, relative
+
+
+def test_report_previews_made_during_the_scan_look_like_those_read_back(folder, tmp_path,
+                                                                        tiny_checkpoint):
+    """A scan makes the report's previews from the pictures it holds (reading the overlays
+    back cost ~30 ms an image after the scan); they show what previews read from the files
+    show."""
+    import io
+    import re
+
+    from forgeryloc import report
+    from forgeryloc.discover import discover_inputs
+    from forgeryloc.predict import Predictor
+    from forgeryloc.scan import ScanSettings, run_scan
+    from forgeryloc.weights import load_model
+
+    Image.fromarray(_photo(300, 420, 5)).save(folder / "large.jpg", quality=90)  # scaled down
+    model, card = load_model(tiny_checkpoint)
+    out = tmp_path / "out"
+    result = run_scan(discover_inputs([str(folder)]), out, Predictor(model, card),
+                      ScanSettings(workers=0), {"test": "previews"})
+    analysed = [r for r in result.records if r["error"] is None]
+    assert sorted(result.previews) == sorted(r["relative_path"] for r in analysed)
+
+    def pictures(page: str) -> list[np.ndarray]:
+        sources = re.findall(r'src="data:image/jpeg;base64,([^"]+)"', page)
+        return [np.asarray(Image.open(io.BytesIO(__import__("base64").b64decode(s))),
+                           dtype=np.float32) for s in sources]
+
+    read = pictures(report.render_html(out, {}, result.records))
+    for record in analysed:  # from here on, only the previews the scan made can show anything
+        (out / record["outputs"]["overlay"]).unlink()
+        Path(record["path"]).unlink()
+    assert len(pictures(report.render_html(out, {}, result.records))) == 0
+    made = pictures(report.render_html(out, {}, result.records, previews=result.previews))
+    assert len(made) == len(read) == 2 * len(analysed)
+    for a, b in zip(made, read):
+        assert a.shape == b.shape
+        assert np.abs(a - b).mean() < 4, np.abs(a - b).mean()
