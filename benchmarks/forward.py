@@ -14,9 +14,12 @@ from .settings import Settings
 from .timing import matmul_peak, synchronizer, time_step
 
 
-def measured_peak(device: torch.device, settings: Settings, log) -> dict:
-    log(f"matmul peak: {settings.matmul_size}^3 fp32 on {device}")
-    return matmul_peak(device, settings.matmul_size, repeats=settings.matmul_repeats,
+def measured_peak(device: torch.device, settings: Settings, log, short: bool = False) -> dict:
+    """Best GFLOP/s of a large fp32 torch.mm; `short`: fewer samples, taken beside a row."""
+    if not short:
+        log(f"matmul peak: {settings.matmul_size}^3 fp32 on {device}")
+    return matmul_peak(device, settings.matmul_size,
+                       repeats=min(3, settings.matmul_repeats) if short else settings.matmul_repeats,
                        min_time_s=settings.matmul_min_time_s)
 
 
@@ -52,10 +55,13 @@ def run_forward(settings: Settings, device: torch.device, log) -> dict:
                         runner(images)
                         sync()
                         first_call_s = time.perf_counter() - started
+                        local_before = measured_peak(device, settings, log, short=True)
                         timing = time_step(lambda: runner(images), warmup=settings.warmup,
                                            repeats=settings.repeats,
                                            min_time_s=settings.min_time_s, sync=sync)
+                        local_after = measured_peak(device, settings, log, short=True)
                     flops = 2.0 * macs * batch
+                    local_peak = max(local_before["gflops"], local_after["gflops"])
                     results.append({
                         "config": name, "size": size, "batch": batch, "variant": variant,
                         "parameters": parameters, "gmacs_per_image": macs / 1e9,
@@ -70,6 +76,11 @@ def run_forward(settings: Settings, device: torch.device, log) -> dict:
                         "relative_spread": timing.relative_spread,
                         "gflops": flops / timing.median_s / 1e9,
                         "timing": timing.to_dict(),
+                        # the peak measured just before and just after this row's timing: on
+                        # a machine whose speed drifts, the fairer reference for this row
+                        "local_matmul_peak_gflops": local_peak,
+                        "pct_of_local_matmul_peak": 100.0 * flops / timing.median_s / 1e9
+                        / local_peak,
                     })
         model = images = variants = runner = None  # free before the next config is built
     # The peak is taken again afterwards: on a shared machine the better of the two is the

@@ -42,16 +42,18 @@ def forward_table(section: dict) -> Table:
                   caption=f"ms: median per batch; % peak: of the fp32 matmul peak, "
                           f"{section['matmul_peak_gflops']:,.1f} GFLOP/s (before "
                           f"{section['matmul_peak_before']['gflops']:,.1f}, after "
-                          f"{section['matmul_peak_after']['gflops']:,.1f})")
+                          f"{section['matmul_peak_after']['gflops']:,.1f}); % local: of the "
+                          f"peak measured just before and after the row")
     for name in ("model", "size", "batch", "GMAC/img", "img/s", "ms", "± std", "GFLOP/s",
-                 "% peak"):
+                 "% peak", "% local"):
         table.add_column(name, justify="left" if name == "model" else "right")
     for r in section["results"]:
         compiled = " (compiled)" if r.get("variant") == "compiled" else ""
         table.add_row(_short(r["config"]) + compiled, str(r["size"]), str(r["batch"]),
                       _f(r["gmacs_per_image"], 2), _f(r["images_per_s"], 2),
                       _f(r["ms_per_batch"], 1), _f(r["ms_per_batch_std"], 1),
-                      _f(r["gflops"], 1), _f(r["pct_of_matmul_peak"], 1))
+                      _f(r["gflops"], 1), _f(r["pct_of_matmul_peak"], 1),
+                      _f(r.get("pct_of_local_matmul_peak"), 1))
     return table
 
 

@@ -42,9 +42,12 @@ def test_quick_run_writes_every_number(benchmarks, tmp_path):
         ("m2sformer-b0", 64, 1), ("m2sformer-b0", 64, 2)]
     for row in forward["results"]:
         for key in ("images_per_s", "images_per_s_mean", "ms_per_batch", "ms_per_batch_mean",
-                    "gmacs_per_image", "gflops", "pct_of_matmul_peak", "parameters"):
+                    "gmacs_per_image", "gflops", "pct_of_matmul_peak", "parameters",
+                    "local_matmul_peak_gflops", "pct_of_local_matmul_peak"):
             assert _positive(row[key]), key
         assert row["ms_per_batch_std"] >= 0
+        assert row["pct_of_local_matmul_peak"] == pytest.approx(
+            100 * row["gflops"] / row["local_matmul_peak_gflops"])
         timing = row["timing"]
         assert len(timing["samples_s"]) == timing["repeats"] >= 2
         assert timing["min_s"] <= timing["median_s"] <= timing["max_s"]
