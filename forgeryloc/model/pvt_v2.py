@@ -98,9 +98,12 @@ class DepthwiseConvMlp(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        x = self.dwconv(tokens_to_map(self.fc1(x), height, width))
-        x = self.drop(F.gelu(map_to_tokens(x)))
-        return self.drop(self.fc2(x))
+        x = map_to_tokens(self.dwconv(tokens_to_map(self.fc1(x), height, width)))
+        if torch.is_grad_enabled():
+            x = F.gelu(x)
+        else:  # in place: the hidden activation is the largest tensor of a stage; same values
+            torch.ops.aten.gelu_(x)
+        return self.drop(self.fc2(self.drop(x)))
 
 
 class TransformerBlock(nn.Module):
