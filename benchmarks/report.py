@@ -75,10 +75,6 @@ def scan_table(s: dict) -> Table:
             ("ratio scan / forward", _f(s["ratio_scan_to_forward"], 3)),
             ("ratio scan / forward, start-up excluded",
              _f(s["ratio_scan_to_forward_excluding_startup"], 3)),
-            ("bare forward, one image at a time (as the CPU scan runs)",
-             _f(s["forward"].get("one_at_a_time_images_per_s"), 2, " img/s")),
-            ("ratio scan / one-at-a-time forward, start-up excluded",
-             _f(s.get("ratio_scan_to_one_at_a_time_forward"), 3)),
             ("overhead per image beyond the forward", _f(s["overhead_ms_per_image"], 1, " ms")),
             ("scan CPU use (user+sys / wall)", _f(s["scan_cpu_utilisation"], 2, " cores"))]
     for key, value in rows:

@@ -38,8 +38,7 @@ def autocast_like_predictor(device: torch.device):
 def bare_forward(weights: Path, paths: list[Path], device: torch.device, batch_size: int,
                  compile_model: bool = False) -> dict:
     """Load the model (timed: part of any scan's start-up), decode and resize every image
-    beforehand, then time one pass of forwards in batches of the scan's batch size, and on a
-    CPU also one image at a time, as the scan runs there (see scan._forward)."""
+    beforehand, then time one pass of forwards in batches of the scan's batch size."""
     sync = synchronizer(device)
     started = time.perf_counter()
     if device.type == "cpu":
@@ -73,9 +72,6 @@ def bare_forward(weights: Path, paths: list[Path], device: torch.device, batch_s
               "images_per_s": len(paths) / forward_s, "ms_per_image": 1e3 * forward_s / len(paths),
               "autocast": "bfloat16" if device.type == "cuda" else None,
               "compiled": compile_model}
-    if device.type == "cpu" and batch_size > 1:
-        single_s = timed_pass(1)
-        result.update(one_at_a_time_s=single_s, one_at_a_time_images_per_s=len(paths) / single_s)
     return result
 
 
@@ -132,11 +128,6 @@ def run_scan(settings: Settings, device: torch.device, workdir: Path, env: dict,
         "forward": forward,
         "forward_images_per_s": forward_ips,
         "ratio_scan_to_forward": scan_ips / forward_ips,
-        # On a CPU the scan runs one image at a time (batch-independent results): its own
-        # forward is this one.
-        "ratio_scan_to_one_at_a_time_forward": (
-            steady_ips / forward["one_at_a_time_images_per_s"]
-            if steady_ips is not None and "one_at_a_time_images_per_s" in forward else None),
         "ratio_scan_to_forward_excluding_startup": (steady_ips / forward_ips
                                                     if steady_ips is not None else None),
         "overhead_ms_per_image": (1e3 * (steady_s - forward["forward_s"]) / count
