@@ -322,13 +322,20 @@ def _centred_text(draw: ImageDraw.ImageDraw, layout: _Layout, top: float, text: 
 
 def _probability_legend(width: int, threshold: float, title: str | None) -> Image.Image:
     """Legend strip: [title] / threshold label / 0 [inferno bar] 1 / caption."""
-    layout = _Layout(width, lines=3 if title else 2)
+    legend = _probability_legend_body(width, threshold, bool(title)).copy()
+    if title:
+        layout = _Layout(width, lines=3)
+        _centred_text(ImageDraw.Draw(legend), layout, layout.pad, title)
+    return legend
+
+
+@lru_cache(maxsize=8)
+def _probability_legend_body(width: int, threshold: float, title_line: bool) -> Image.Image:
+    """The legend with its title line left blank: the same for every image of a scan."""
+    layout = _Layout(width, lines=3 if title_line else 2)
     legend = Image.new("RGB", (width, layout.height), BACKGROUND)
     draw = ImageDraw.Draw(legend)
-    top = layout.pad
-    if title:
-        _centred_text(draw, layout, top, title)
-        top += layout.line
+    top = layout.pad + (layout.line if title_line else 0)
     marker_top = top + layout.line
     x0, x1 = _bar_with_end_labels(legend, draw, layout, marker_top, INFERNO, "0", "1")
     t = min(1.0, max(0.0, float(threshold))) if math.isfinite(threshold) else 1.0
