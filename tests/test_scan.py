@@ -236,3 +236,24 @@ def test_report_previews_made_during_the_scan_look_like_those_read_back(folder, 
     for a, b in zip(made, read):
         assert a.shape == b.shape
         assert np.abs(a - b).mean() < 4, np.abs(a - b).mean()
+
+
+def test_an_image_gets_the_same_numbers_whatever_shares_its_forward(folder, tmp_path,
+                                                                    tiny_checkpoint):
+    """CPU forwards run fixed groups (padded): an image scanned alone and the same image among
+    others (in another group position) give the same bytes."""
+    from forgeryloc.scan import CPU_GROUP
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "a.jpg").write_bytes((folder / "a.jpg").read_bytes())
+    for i in range(CPU_GROUP + 1):  # a.jpg lands in the second group, beside other images
+        Image.fromarray(_photo(50 + i, 70, 10 + i)).save(folder / f"0{i}.png")
+    outputs = {}
+    for name, source in (("alone", alone), ("crowd", folder)):
+        result = _scan([source, "-o", tmp_path / "out" / name, "--weights", tiny_checkpoint,
+                        "--workers", "0"])
+        assert result.exit_code in (0, 3), result.output
+        outputs[name] = [(tmp_path / "out" / name / f"a.jpg.{kind}.png").read_bytes()
+                         for kind in ("prob", "mask", "overlay")]
+    assert outputs["alone"] == outputs["crowd"]
