@@ -444,7 +444,7 @@ def thumbnail_jpeg(image: Image.Image, max_side: int = 256, quality: int = 80) -
     scale = min(1.0, max_side / max(picture.size))
     target = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
     if target != picture.size:
-        picture = picture.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        picture = picture.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=quality, optimize=False, progressive=False)
     return buffer.getvalue()
