@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from .atomic import FileSet
 from .discover import InputEntry
 from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_picture, one_line,
                       read_bytes, sha256_bytes)
@@ -249,7 +250,8 @@ def write_outputs(out_dir: Path, entry: InputEntry, maps: ImageMaps, preview: np
     sums the score and area; the overlay and difficulty pictures are drawn at preview size."""
     paths = output_paths(entry)
     try:
-        return _write_outputs(out_dir, paths, maps, preview, settings)
+        with FileSet():  # the four pictures appear together, synced in one go
+            return _write_outputs(out_dir, paths, maps, preview, settings)
     except BaseException:
         # All or nothing: no picture of a failed image stays behind to look like a result.
         for path in paths.values():

@@ -172,3 +172,24 @@ def test_area_average_keeps_the_mean_for_uneven_blocks():
     count = np.outer(shrink.row_count, shrink.col_count)
     assert abs(float((result * count).sum() / count.sum()) - values.mean()) < 1e-6
     assert np.isclose(result[0, 0], values[:11, :8].mean())  # rows 0..10 and cols 0..7 -> (0, 0)
+
+
+def test_a_file_set_appears_together_or_not_at_all(tmp_path):
+    from forgeryloc.atomic import FileSet, atomic_open, write_bytes_atomic
+
+    names = [tmp_path / "a.png", tmp_path / "sub" / "b.png"]
+    with FileSet():
+        for i, name in enumerate(names):
+            write_bytes_atomic(name, bytes([i]) * 10)
+            assert not name.exists()  # nothing under a final name before the set ends
+    assert [name.read_bytes() for name in names] == [b"\0" * 10, b"\1" * 10]
+
+    failed = [tmp_path / "c.png", tmp_path / "d.png"]
+    with pytest.raises(OSError):
+        with FileSet():
+            write_bytes_atomic(failed[0], b"done")
+            with atomic_open(failed[1]) as handle:
+                handle.write(b"half")
+                raise OSError("disk full")
+    assert not any(name.exists() for name in failed)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.png", "b.png", "sub"]
