@@ -124,8 +124,8 @@ def mask_png(prob: np.ndarray, threshold: float) -> Image.Image:
 
 # --------------------------------------------------------------------------- overlay
 
-def _blend_heatmap(rgb: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """H x W x 3 uint8: inferno colours over the photo, half desaturated and darkened so the
+def _blend_heatmap(rgb: np.ndarray, prob: np.ndarray) -> Image.Image:
+    """RGB picture: inferno colours over the photo, half desaturated and darkened so the
     colours read on top; opacity = MAX_OPACITY * p. Pillow's integer kernels do the work."""
     p = _clean_probability(prob)
     colours = Image.frombytes("P", (p.shape[1], p.shape[0]),
@@ -135,7 +135,7 @@ def _blend_heatmap(rgb: np.ndarray, prob: np.ndarray) -> np.ndarray:
     photo = Image.fromarray(np.ascontiguousarray(rgb))
     grey = photo.convert("L").convert("RGB")  # ITU-R 601 luma
     dimmed = Image.blend(grey, photo, PHOTO_SATURATION).point(_BRIGHTNESS_TABLE)
-    return np.array(Image.composite(colours.convert("RGB"), dimmed, opacity))
+    return Image.composite(colours.convert("RGB"), dimmed, opacity)
 
 
 _BRIGHTNESS_TABLE = [round(v * PHOTO_BRIGHTNESS) for v in range(256)] * 3
@@ -183,11 +183,10 @@ def overlay_image(rgb: np.ndarray, prob: np.ndarray, threshold: float,
     if rgb.shape[:2] != prob.shape:
         raise ValueError(f"prob shape {prob.shape} differs from the photo's {rgb.shape[:2]}")
     height, width = prob.shape
-    pixels = _blend_heatmap(rgb, prob)
-    pixels[mask_outline(_threshold_mask(prob, threshold), outline_thickness(height, width))] = \
-        OUTLINE_COLOUR
-    picture = Image.fromarray(pixels)
-    del pixels
+    picture = _blend_heatmap(rgb, prob)
+    outline = mask_outline(_threshold_mask(prob, threshold), outline_thickness(height, width))
+    picture.paste(OUTLINE_COLOUR, None, Image.fromarray(outline.view(np.uint8) * np.uint8(255)))
+    del outline
     legend = _probability_legend(max(width, MIN_CANVAS_WIDTH), threshold, title)
     return _stack(picture, legend)
 
