@@ -287,10 +287,11 @@ def preview_pair(photo: Image.Image, overlay_photo: Image.Image) -> tuple[str, s
                  .decode("ascii") for picture in (photo, overlay_photo))
 
 
-def _img_tag(data: bytes) -> str:
+def _img_tag(data: bytes, encoded: str | None = None) -> str:
+    """<img> of a JPEG; `encoded`: its base64 text when the caller already has it."""
     with Image.open(io.BytesIO(data)) as preview:
         width, height = preview.size
-    uri = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
+    uri = "data:image/jpeg;base64," + (encoded or base64.b64encode(data).decode("ascii"))
     return f"<img src=\"{uri}\" width=\"{width}\" height=\"{height}\" alt=\"\" decoding=\"async\">"
 
 
@@ -301,7 +302,7 @@ def _thumbnail(path: Path | str, crop_size=None, made: str | None = None) -> str
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if made is not None:
-                return _img_tag(base64.b64decode(made, validate=True))
+                return _img_tag(base64.b64decode(made, validate=True), made)
             return _img_tag(open_thumbnail(path, THUMBNAIL_SIDE, THUMBNAIL_QUALITY, crop_size))
     except Exception:  # noqa: BLE001 - a preview is optional; any failure just omits it
         return None

@@ -154,6 +154,14 @@ def _forward(predictor: Predictor, inputs: list[torch.Tensor]) -> dict[str, torc
     return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
 
+def images_per_forward(settings: ScanSettings, device_type: str) -> int:
+    """How many decoded images a scan gathers for one forward: tiles go one image at a time,
+    a CPU forwards its fixed group (see _forward), a GPU the batch size."""
+    if settings.mode == "tile":
+        return 1
+    return CPU_GROUP if device_type == "cpu" else settings.batch_size
+
+
 def predict_items(predictor: Predictor, items: list[dict],
                   settings: ScanSettings) -> list[Callable[[], ImageMaps]]:
     """Runs the network on decoded items; for each, a function that gives its maps at the
@@ -496,12 +504,7 @@ def _scan_in_batches(entries: list[InputEntry], out: Path, predictor: Predictor,
                      settings: ScanSettings, ledger: ScanLedger, use_writer: bool) -> None:
     dataset = ScanInputs(entries, settings, predictor.size, predictor.info.mean,
                          predictor.info.std, done=ledger.done)
-    if settings.mode == "tile":
-        batch_size = 1
-    elif predictor.device.type == "cpu":
-        batch_size = CPU_GROUP  # the forward's own group (see _forward)
-    else:
-        batch_size = settings.batch_size
+    batch_size = images_per_forward(settings, predictor.device.type)
     loader = DataLoader(dataset, batch_size=batch_size,
                         num_workers=settings.workers, collate_fn=_collate,
                         prefetch_factor=2 if settings.workers else None)
@@ -542,7 +545,7 @@ class ScanPipelines(Dataset):
         self.entries, self.out, self.settings, self.done = entries, out, settings, done
         self.network, self.info = predictor.network, predictor.info
         self.compile, self.mixed_precision = predictor.compiled, settings.mixed_precision
-        self.group = 1 if settings.mode == "tile" else CPU_GROUP
+        self.group = images_per_forward(settings, "cpu")
         self._predictor: Predictor | None = None
 
     def __len__(self) -> int:
