@@ -94,7 +94,12 @@ def bilinear(grid: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:
     r0, r1, wr = rows
     c0, c1, wc = cols
     mixed = grid[r0] + (grid[r1] - grid[r0]) * wr[:, None]    # r x w
-    return mixed[:, c0] + (mixed[:, c1] - mixed[:, c0]) * wc   # r x W
+    left = mixed[:, c0]                                         # r x W
+    values = mixed[:, c1]
+    values -= left
+    values *= wc
+    values += left
+    return values
 
 
 class ResizedMaps:

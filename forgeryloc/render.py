@@ -54,8 +54,8 @@ DIVERGING = _lut(DIVERGING_POINTS)
 
 def _clean_probability(values: np.ndarray) -> np.ndarray:
     """float32 copy in [0, 1] with NaN as 0 (no evidence) and +-inf clipped."""
-    band = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0, posinf=1.0, neginf=0.0)
-    return np.clip(band, 0.0, 1.0, out=band)
+    band = np.fmax(np.asarray(values, dtype=np.float32), np.float32(0.0))  # NaN, -inf: 0
+    return np.fmin(band, np.float32(1.0), out=band)
 
 
 def _check_map(prob: np.ndarray, name: str = "prob") -> np.ndarray:
@@ -124,21 +124,42 @@ def mask_png(prob: np.ndarray, threshold: float) -> Image.Image:
 
 # --------------------------------------------------------------------------- overlay
 
-def _blend_heatmap(rgb: np.ndarray, prob: np.ndarray) -> Image.Image:
+def _blend_heatmap(rgb: np.ndarray, prob: np.ndarray, outline: np.ndarray) -> Image.Image:
     """RGB picture: inferno colours over the photo, half desaturated and darkened so the
-    colours read on top; opacity = MAX_OPACITY * p. Pillow's integer kernels do the work."""
-    p = _clean_probability(prob)
-    colours = Image.frombytes("P", (p.shape[1], p.shape[0]),
-                              np.rint(p * np.float32(255.0)).astype(np.uint8).tobytes())
-    colours.putpalette(INFERNO.tobytes())
-    opacity = Image.fromarray(np.rint(p * np.float32(255.0 * MAX_OPACITY)).astype(np.uint8))
-    photo = Image.fromarray(np.ascontiguousarray(rgb))
-    grey = photo.convert("L").convert("RGB")  # ITU-R 601 luma
-    dimmed = Image.blend(grey, photo, PHOTO_SATURATION).point(_BRIGHTNESS_TABLE)
+    colours read on top; opacity = MAX_OPACITY * p; `outline` pixels opaque in
+    OUTLINE_COLOUR. Pillow's integer kernels do the work, on one H x W byte map of palette
+    indices (0 .. 254 the colour map, OUTLINE_INDEX the outline)."""
+    levels = np.rint(_clean_probability(prob) * np.float32(OUTLINE_INDEX - 1)).astype(np.uint8)
+    np.putmask(levels, outline, np.uint8(OUTLINE_INDEX))
+    size, data = (levels.shape[1], levels.shape[0]), levels.tobytes()
+    colours = Image.frombytes("P", size, data)
+    colours.putpalette(_OVERLAY_PALETTE)
+    opacity = Image.frombytes("L", size, data).point(_OPACITY_TABLE)
+    dimmed = Image.fromarray(np.ascontiguousarray(rgb)).convert("RGB", _DIMMING_MATRIX)
     return Image.composite(colours.convert("RGB"), dimmed, opacity)
 
 
-_BRIGHTNESS_TABLE = [round(v * PHOTO_BRIGHTNESS) for v in range(256)] * 3
+OUTLINE_INDEX = 255
+_OVERLAY_PALETTE = np.concatenate(
+    [INFERNO[np.rint(np.arange(OUTLINE_INDEX) * (255 / (OUTLINE_INDEX - 1))).astype(int)],
+     np.array([OUTLINE_COLOUR], np.uint8)]).tobytes()
+_OPACITY_TABLE = [round(255 * MAX_OPACITY * i / (OUTLINE_INDEX - 1))
+                  for i in range(OUTLINE_INDEX)] + [255]
+
+
+def _dimming_matrix() -> tuple[float, ...]:
+    """RGB -> RGB matrix: PHOTO_BRIGHTNESS * (PHOTO_SATURATION * colour + (1 - PHOTO_SATURATION)
+    * ITU-R 601 luma), one pass of Pillow's matrix conversion."""
+    luma = (0.299, 0.587, 0.114)
+    rows = []
+    for channel in range(3):
+        rows += [PHOTO_BRIGHTNESS * ((PHOTO_SATURATION if c == channel else 0.0)
+                                     + (1 - PHOTO_SATURATION) * luma[c]) for c in range(3)]
+        rows.append(0.0)
+    return tuple(rows)
+
+
+_DIMMING_MATRIX = _dimming_matrix()
 
 
 def outline_thickness(height: int, width: int) -> int:
@@ -183,9 +204,8 @@ def overlay_image(rgb: np.ndarray, prob: np.ndarray, threshold: float,
     if rgb.shape[:2] != prob.shape:
         raise ValueError(f"prob shape {prob.shape} differs from the photo's {rgb.shape[:2]}")
     height, width = prob.shape
-    picture = _blend_heatmap(rgb, prob)
     outline = mask_outline(_threshold_mask(prob, threshold), outline_thickness(height, width))
-    picture.paste(OUTLINE_COLOUR, None, Image.fromarray(outline.view(np.uint8) * np.uint8(255)))
+    picture = _blend_heatmap(rgb, prob, outline)
     del outline
     legend = _probability_legend(max(width, MIN_CANVAS_WIDTH), threshold, title)
     return _stack(picture, legend)
@@ -398,16 +418,24 @@ def _difficulty_legend(width: int, label: str, score: float, scale: float,
                        undefined: bool) -> Image.Image:
     """Legend strip: headline / convex [diverging bar] concave / what the colours mean."""
     layout = _Layout(width, lines=3)
-    legend = Image.new("RGB", (width, layout.height), BACKGROUND)
+    legend = _difficulty_legend_body(width).copy()
     draw = ImageDraw.Draw(legend)
     score_text = f"{score:.2f}" if score is not None and math.isfinite(score) else "n/a"
     _centred_text(draw, layout, layout.pad, f"difficulty: {label} (score {score_text})")
-    bar_top = layout.pad + layout.line
-    _bar_with_end_labels(legend, draw, layout, bar_top, DIVERGING, "convex", "concave")
     caption = f"curvature of the global prior: convex / concave (clipped at ±{scale:.3g})"
     if undefined:
         caption += ", grey = undefined"
-    _centred_text(draw, layout, bar_top + layout.bar + layout.pad / 2, caption)
+    _centred_text(draw, layout, layout.pad + layout.line + layout.bar + layout.pad / 2, caption)
+    return legend
+
+
+@lru_cache(maxsize=8)
+def _difficulty_legend_body(width: int) -> Image.Image:
+    """The difficulty legend with only its colour bar drawn: the same for every image."""
+    layout = _Layout(width, lines=3)
+    legend = Image.new("RGB", (width, layout.height), BACKGROUND)
+    _bar_with_end_labels(legend, ImageDraw.Draw(legend), layout, layout.pad + layout.line,
+                         DIVERGING, "convex", "concave")
     return legend
 
 
@@ -434,7 +462,7 @@ def _display_rgb(image: Image.Image) -> Image.Image:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def thumbnail_jpeg(image: Image.Image, max_side: int = 256, quality: int = 80) -> bytes:
@@ -443,7 +471,7 @@ def thumbnail_jpeg(image: Image.Image, max_side: int = 256, quality: int = 80) -
     scale = min(1.0, max_side / max(picture.size))
     target = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
     if target != picture.size:
-        picture = picture.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
+        picture = picture.resize(target, Image.Resampling.BICUBIC, reducing_gap=1.0)
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=quality, optimize=False, progressive=False)
     return buffer.getvalue()
