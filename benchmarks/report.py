@@ -71,7 +71,12 @@ def scan_table(s: dict) -> Table:
             ("scan throughput", _f(s["scan_images_per_s"], 2, " img/s")),
             ("scan throughput, start-up excluded",
              _f(s["scan_images_per_s_excluding_startup"], 2, " img/s")),
-            ("bare forward throughput", _f(s["forward_images_per_s"], 2, " img/s")),
+            ("bare forward throughput (mean of before and after)",
+             _f(s["forward_images_per_s"], 2, " img/s")),
+            ("  before / after the scan",
+             f"{_f(s['forward']['before']['images_per_s'], 2)} / "
+             f"{_f(s['forward']['after']['images_per_s'], 2)} img/s"
+             if "before" in s["forward"] else "n/a"),
             ("ratio scan / forward", _f(s["ratio_scan_to_forward"], 3)),
             ("ratio scan / forward, start-up excluded",
              _f(s["ratio_scan_to_forward_excluding_startup"], 3)),

@@ -85,6 +85,12 @@ def run_scan(settings: Settings, device: torch.device, workdir: Path, env: dict,
     weights = checkpoint(workdir, settings.config, settings.input_size)
     logs = workdir / "logs"
 
+    # The bare forward runs before and after the scan and the two are averaged: this machine's
+    # speed drifts by 10-20 % over minutes, and a single forward pass on one side of the scan
+    # would carry that drift into the ratio.
+    log("scan: bare forward on the same images (before the scan)")
+    before = bare_forward(weights, paths, device, settings.batch_size, settings.compile)
+
     log("scan: python start-up and imports of a scan")
     imports = run_child([sys.executable, "-c", "import forgeryloc.cli, forgeryloc.scan_command"],
                         logs, env=env, timeout_s=settings.timeout_s, sample_tree=False)
@@ -101,8 +107,14 @@ def run_scan(settings: Settings, device: torch.device, workdir: Path, env: dict,
     if counts.get("scanned") != count:  # a scan that skipped images would look fast
         raise RuntimeError(f"the scan reported {counts} for {count} images")
 
-    log("scan: bare forward on the same images")
-    forward = bare_forward(weights, paths, device, settings.batch_size, settings.compile)
+    log("scan: bare forward on the same images (after the scan)")
+    after = bare_forward(weights, paths, device, settings.batch_size, settings.compile)
+    forward = {"before": before, "after": after,
+               "model_load_s": (before["model_load_s"] + after["model_load_s"]) / 2,
+               "forward_s": (before["forward_s"] + after["forward_s"]) / 2,
+               "after_to_before_speed": before["forward_s"] / after["forward_s"],
+               "autocast": after["autocast"], "compiled": after["compiled"]}
+    forward["images_per_s"] = count / forward["forward_s"]
 
     startup_s = imports.wall_s + forward["model_load_s"]
     steady_s = child.wall_s - startup_s

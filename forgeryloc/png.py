@@ -35,13 +35,9 @@ SUB_FILTER = 1
 MODES = {"L": (8, 0, 1, np.uint8), "RGB": (8, 2, 3, np.uint8), "I;16": (16, 0, 1, np.uint16)}
 
 
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF))
-
-
-def filtered_rows(rows: np.ndarray, mode: str) -> bytes:
-    """The PNG scanline bytes of a band: a filter-type byte, then the Sub-filtered row."""
+def filtered_rows(rows: np.ndarray, mode: str) -> np.ndarray:
+    """The PNG scanlines of a band, r x (1 + row bytes) uint8: a filter-type byte, then the
+    Sub-filtered row."""
     bit_depth, _, channels, dtype = MODES[mode]
     rows = np.ascontiguousarray(rows, dtype=dtype)
     if dtype == np.uint16:
@@ -53,7 +49,7 @@ def filtered_rows(rows: np.ndarray, mode: str) -> bytes:
     out[:, 0] = SUB_FILTER
     out[:, 1:step + 1] = raw[:, :step]
     np.subtract(raw[:, step:], raw[:, :-step], out=out[:, step + 1:])  # wraps modulo 256
-    return out.tobytes()
+    return out
 
 
 class PngStream:
@@ -79,7 +75,8 @@ class PngStream:
         self._handle = self._stack.enter_context(atomic_open(self.path))
         bit_depth, colour_type, _, _ = MODES[self.mode]
         header = struct.pack(">IIBBBBB", self.width, self.height, bit_depth, colour_type, 0, 0, 0)
-        self._handle.write(SIGNATURE + _chunk(b"IHDR", header))
+        self._handle.write(SIGNATURE)
+        self._write_chunk(b"IHDR", header)
         return self
 
     def write(self, rows: np.ndarray) -> None:
@@ -91,16 +88,36 @@ class PngStream:
         if self._rows + rows.shape[0] > self.height:
             raise ValueError(f"more than the {self.height} rows of the image")
         self._rows += rows.shape[0]
-        self._scanlines += filtered_rows(rows, self.mode)
-        while len(self._scanlines) >= FEED_BYTES:
-            self._pending += self._deflate.compress(self._scanlines[:FEED_BYTES])
-            del self._scanlines[:FEED_BYTES]
+        scanlines = memoryview(filtered_rows(rows, self.mode)).cast("B")
+        # Whole FEED_BYTES pieces go to the compressor straight from the array; only a piece
+        # that straddles two bands is gathered in _scanlines first.
+        if self._scanlines:
+            take = min(FEED_BYTES - len(self._scanlines), len(scanlines))
+            self._scanlines += scanlines[:take]
+            scanlines = scanlines[take:]
+            if len(self._scanlines) == FEED_BYTES:
+                self._compress(self._scanlines)
+                self._scanlines.clear()
+        while len(scanlines) >= FEED_BYTES:
+            self._compress(scanlines[:FEED_BYTES])
+            scanlines = scanlines[FEED_BYTES:]
+        self._scanlines += scanlines
+
+    def _compress(self, piece) -> None:
+        self._pending += self._deflate.compress(piece)
         self._emit(final=False)
 
     def _emit(self, final: bool) -> None:
         while len(self._pending) >= IDAT_BYTES or (final and self._pending):
-            self._handle.write(_chunk(b"IDAT", bytes(self._pending[:IDAT_BYTES])))
-            del self._pending[:IDAT_BYTES]
+            size = min(IDAT_BYTES, len(self._pending))
+            with memoryview(self._pending) as pending:
+                self._write_chunk(b"IDAT", pending[:size])
+            del self._pending[:size]
+
+    def _write_chunk(self, kind: bytes, data) -> None:
+        self._handle.write(struct.pack(">I", len(data)) + kind)
+        self._handle.write(data)
+        self._handle.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF))
 
     def __exit__(self, kind, value, traceback) -> None:
         if kind is None:
@@ -110,7 +127,7 @@ class PngStream:
                 self._pending += self._deflate.compress(self._scanlines)
                 self._pending += self._deflate.flush()
                 self._emit(final=True)
-                self._handle.write(_chunk(b"IEND", b""))
+                self._write_chunk(b"IEND", b"")
             except BaseException as error:  # the temporary file goes, the error stays
                 self._stack.__exit__(type(error), error, error.__traceback__)
                 raise

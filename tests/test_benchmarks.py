@@ -60,7 +60,10 @@ def test_quick_run_writes_every_number(benchmarks, tmp_path):
         assert _positive(scan[key]), key
     for key in ("python_imports_s", "model_load_s", "total_s"):
         assert _positive(scan["startup"][key]), key
-    assert _positive(scan["forward"]["forward_s"])
+    forward = scan["forward"]
+    assert forward["forward_s"] == pytest.approx(
+        (forward["before"]["forward_s"] + forward["after"]["forward_s"]) / 2)
+    assert scan["forward_images_per_s"] == pytest.approx(4 / forward["forward_s"])
 
     memory = doc["memory"]
     assert _positive(memory["baseline"]["peak_rss_mib"])
