@@ -94,8 +94,8 @@ def bilinear(grid: np.ndarray, rows: tuple, cols: tuple) -> np.ndarray:
     r0, r1, wr = rows
     c0, c1, wc = cols
     mixed = grid[r0] + (grid[r1] - grid[r0]) * wr[:, None]    # r x w
-    left = mixed[:, c0]                                         # r x W
-    values = mixed[:, c1]
+    left = np.take(mixed, c0, axis=1)                           # r x W
+    values = np.take(mixed, c1, axis=1)
     values -= left
     values *= wc
     values += left

@@ -110,8 +110,7 @@ class PngStream:
     def _emit(self, final: bool) -> None:
         while len(self._pending) >= IDAT_BYTES or (final and self._pending):
             size = min(IDAT_BYTES, len(self._pending))
-            with memoryview(self._pending) as pending:
-                self._write_chunk(b"IDAT", pending[:size])
+            self._write_chunk(b"IDAT", memoryview(self._pending)[:size])  # released on return
             del self._pending[:size]
 
     def _write_chunk(self, kind: bytes, data) -> None:

@@ -7,6 +7,7 @@ bookkeeping (ScanLedger) are shared with the Ray scan in ray_scan.py."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -577,12 +578,20 @@ def _group(outcomes):
     return outcomes
 
 
+# torch >= 2.6 can hand batches on as they finish; older versions keep their order.
+_AS_FINISHED = {"in_order": False} \
+    if "in_order" in inspect.signature(DataLoader.__init__).parameters else {}
+
+
 def _scan_in_pipelines(entries: list[InputEntry], out: Path, predictor: Predictor,
                        settings: ScanSettings, ledger: ScanLedger) -> None:
     dataset = ScanPipelines(entries, out, predictor, settings, ledger.done)
-    # Enough groups queued per worker that one slow image does not leave the others idle.
+    # Enough groups queued per worker that one slow image does not leave the others idle, and
+    # groups handed on as they finish (in_order=False): a worker waits for no other worker's
+    # group. Records keep their place by index; the journal lists them as they finish.
     loader = DataLoader(dataset, batch_size=None, num_workers=settings.workers,
-                        collate_fn=_group, prefetch_factor=4 if dataset.group == 1 else 2)
+                        collate_fn=_group, prefetch_factor=4 if dataset.group == 1 else 2,
+                        **_AS_FINISHED)
     for outcomes in loader:
         for index, outcome in outcomes:
             if "output_error" in outcome:

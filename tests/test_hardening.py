@@ -380,7 +380,8 @@ def _same_results(out: Path, batch) -> None:
     assert images == batch.images, "the report equals an uninterrupted scan's"
     for record in images:
         for relative in record["outputs"].values():
-            assert (out / relative).read_bytes() == (batch.reference / relative).read_bytes()
+            same = (out / relative).read_bytes() == (batch.reference / relative).read_bytes()
+            assert same, f"{relative} differs from the reference scan's"
 
 
 @pytest.mark.parametrize("workers", ["0", "2"])  # in-process; pipelines in worker processes
