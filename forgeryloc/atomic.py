@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -40,28 +40,78 @@ def atomic_open(path: str | os.PathLike) -> Iterator[BinaryIO]:
 class FileSet:
     """Files written with atomic_open inside this block appear together when it ends: all
     synced at once (the file system commits them together instead of once per file), then
-    renamed. If the block fails, none of them appears."""
+    renamed. If the block fails, none of them appears.
+
+    Inside a `deferred_commits()` block the set's syncs start when it ends, but it is committed
+    only by an explicit `commit()`: the syncs of several sets then run while other work goes
+    on, instead of each set waiting for its own."""
 
     def __enter__(self) -> "FileSet":
         if getattr(_local, "files", None) is not None:
             raise RuntimeError("FileSet blocks do not nest")
         self.pending: list[tuple[BinaryIO, Path, Path]] = []
+        self.syncs: list[Future] = []
         _local.files = self
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
         _local.files = None
+        if kind is not None:
+            self.discard()
+            return
         try:
-            if kind is None:
-                handles = [handle for handle, _, _ in self.pending]
-                for _ in _syncer().map(lambda handle: os.fsync(handle.fileno()), handles):
-                    pass  # re-raises the first failure
-                for handle, temporary, path in self.pending:
-                    handle.close()
-                    os.replace(temporary, path)
+            self.syncs = [_syncer().submit(os.fsync, handle.fileno())
+                          for handle, _, _ in self.pending]
+        except BaseException:
+            self.discard()
+            raise
+        if getattr(_local, "deferred", None) is None:
+            self.commit()
+        else:
+            _local.deferred.append(self)
+
+    def commit(self) -> None:
+        """Waits for the syncs, then renames every file into place. If that fails, none of
+        the set's files is left under its final name (a file it replaced is gone too)."""
+        try:
+            for sync in self.syncs:
+                sync.result()  # re-raises a failed fsync
+            for handle, temporary, path in self.pending:
+                handle.close()
+                os.replace(temporary, path)
+        except BaseException:
+            for _, _, path in self.pending:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            raise
         finally:
-            for handle, temporary, _ in self.pending:
-                _discard(handle, temporary)  # a file renamed into place is no longer there
+            self.discard()  # a file renamed into place is no longer there
+
+    def discard(self) -> None:
+        """Deletes the set's temporary files (after its syncs, which may still hold them)."""
+        for sync in self.syncs:
+            with contextlib.suppress(BaseException):
+                sync.result()
+        for handle, temporary, _ in self.pending:
+            _discard(handle, temporary)
+        self.pending, self.syncs = [], []
+
+
+@contextlib.contextmanager
+def deferred_commits() -> Iterator[list[FileSet]]:
+    """FileSets that end in this block (in this thread) are listed, synced in the background
+    and left to the caller to `commit()` or `discard()`; any the caller left alone when the
+    block ends are discarded."""
+    if getattr(_local, "deferred", None) is not None:
+        raise RuntimeError("deferred_commits blocks do not nest")
+    sets: list[FileSet] = []
+    _local.deferred = sets
+    try:
+        yield sets
+    finally:
+        _local.deferred = None
+        for files in sets:
+            files.discard()
 
 
 def _discard(handle: BinaryIO, temporary: Path) -> None:

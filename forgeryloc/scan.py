@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .atomic import FileSet
+from .atomic import FileSet, deferred_commits
 from .discover import InputEntry
 from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_picture, one_line,
                       read_bytes, sha256_bytes)
@@ -206,8 +206,7 @@ def image_outcome(out: Path, entry: InputEntry, item: dict, maps: ImageMaps,
     try:
         written = write_outputs(out, entry, maps, item["preview"].numpy(), settings)
     except OSError as error:
-        raise OutputError(f"cannot write outputs for {entry.relative_path} under {out}: "
-                          f"{error.strerror or error}") from None
+        raise output_error(entry, out, error) from None
     record.update(score=written.score, area=written.area, flagged=written.flagged,
                   outputs=written.paths,
                   difficulty={"label": maps.difficulty_label,
@@ -384,6 +383,11 @@ def _now() -> str:
 
 class OutputError(RuntimeError):
     """The output folder cannot be written (full disk, read-only, ...)."""
+
+
+def output_error(entry: InputEntry, out: Path, error: OSError) -> OutputError:
+    return OutputError(f"cannot write outputs for {entry.relative_path} under {out}: "
+                       f"{error.strerror or error}")
 
 
 _TEMPORARY = re.compile(r"\..+\.(\d+)\.\d+\.tmp")  # made by atomic.write_bytes_atomic
@@ -563,15 +567,30 @@ class ScanPipelines(Dataset):
                              info.std, self.done)
             item["index"] = index
             items.append(item)
-        outcomes = []
-        for index, make_outcome in item_outcomes(items, self.entries.__getitem__,
-                                                 self._predictor, self.settings, self.out):
-            try:
-                outcomes.append((index, make_outcome()))
-            except OutputError as error:
-                outcomes.append((index, {"output_error": str(error)}))
-                break  # the output folder failed: the scan stops at this image
-        return outcomes
+        # The group's pictures are committed (synced, renamed) together at the end: an image's
+        # syncs run while the next image is drawn instead of the worker waiting for them.
+        outcomes, failure, made = [], None, []
+        with deferred_commits() as written:
+            for index, make_outcome in item_outcomes(items, self.entries.__getitem__,
+                                                     self._predictor, self.settings, self.out):
+                sets_before = len(written)
+                try:
+                    outcome = make_outcome()
+                except OutputError as error:
+                    failure = (index, {"output_error": str(error)})
+                    break  # the output folder failed: the scan stops at this image
+                # An image that was written left exactly one FileSet.
+                made.append((index, outcome, written[sets_before:]))
+            for index, outcome, files in made:
+                try:
+                    for file_set in files:
+                        file_set.commit()
+                except OSError as error:
+                    failure = (index, {"output_error": str(output_error(
+                        self.entries[index], self.out, error))})
+                    break
+                outcomes.append((index, outcome))
+        return outcomes + ([failure] if failure else [])
 
 
 def _group(outcomes):

@@ -384,6 +384,10 @@ def _same_results(out: Path, batch) -> None:
             assert same, f"{relative} differs from the reference scan's"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("workers", ["0", "2"])  # in-process; pipelines in worker processes
 @pytest.mark.parametrize("how", ["SIGINT", "SIGKILL"])
 def test_a_killed_scan_loses_nothing_and_resumes(batch, tmp_path, tiny_checkpoint, how, workers):
@@ -392,7 +396,10 @@ def test_a_killed_scan_loses_nothing_and_resumes(batch, tmp_path, tiny_checkpoin
             "--batch-size", "2", "--quiet"]
     command, options = python_scan(args)
     with open(tmp_path / "stderr", "w") as stderr:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, **options)
+        # SIGINT at its default in the child (Python then turns it into KeyboardInterrupt):
+        # a test run started in the background by a shell script inherits it ignored.
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   preexec_fn=_default_sigint, **options)
         try:
             deadline = time.monotonic() + 120
             journal = out / "journal.jsonl"

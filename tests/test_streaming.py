@@ -1,4 +1,6 @@
 """Streaming outputs: the PNG encoder and the band-by-band maps of resize and tile mode."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -193,3 +195,33 @@ def test_a_file_set_appears_together_or_not_at_all(tmp_path):
                 raise OSError("disk full")
     assert not any(name.exists() for name in failed)
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.png", "b.png", "sub"]
+
+
+def test_deferred_file_sets_appear_only_when_committed(tmp_path, monkeypatch):
+    from forgeryloc.atomic import FileSet, deferred_commits, write_bytes_atomic
+
+    first, second, third = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    with deferred_commits() as written:
+        with FileSet():
+            write_bytes_atomic(first, b"a")
+        with FileSet():
+            write_bytes_atomic(second, b"b")
+        assert len(written) == 2 and not first.exists() and not second.exists()
+        written[0].commit()
+        assert first.read_bytes() == b"a" and not second.exists()
+    # The set nobody committed is gone with its temporary file.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+    # A commit that fails leaves none of its files under a final name, not even an old one.
+    third.write_bytes(b"old")
+
+    def failing_fsync(descriptor):
+        raise OSError(5, "Input/output error")
+    with deferred_commits() as written:
+        with FileSet():
+            write_bytes_atomic(third, b"new")
+            write_bytes_atomic(tmp_path / "d.png", b"d")
+            monkeypatch.setattr(os, "fsync", failing_fsync)  # the syncs start as the set ends
+        with pytest.raises(OSError):
+            written[0].commit()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
