@@ -90,7 +90,7 @@ class FileSet:
     def discard(self) -> None:
         """Deletes the set's temporary files (after its syncs, which may still hold them)."""
         for sync in self.syncs:
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(Exception):
                 sync.result()
         for handle, temporary, _ in self.pending:
             _discard(handle, temporary)

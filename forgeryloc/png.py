@@ -5,11 +5,14 @@ settings and IDAT chunking, so the same pixels always give the same bytes with a
 compressor). Every row uses PNG's "Sub" filter (each byte minus the same byte of the pixel to
 its left): one cheap vectorised pass that makes smooth maps and masks compress several times
 better than raw rows, and works for photos about as well as Pillow's per-row adaptive choice
-at a fraction of its cost. The deflate stream comes from ISA-L (the `isal` package): at its
-level 1 about four times as fast as zlib's level 1 with slightly smaller files, which matters
-when four full-resolution pictures per image compete with the network for a few CPU cores;
-zlib is the fallback where isal is not installed. Files are written atomically (see
-atomic.atomic_open)."""
+at a fraction of its cost. The deflate stream comes from ISA-L (the `isal` package) at its
+level 0: about seven times as fast as zlib's level 1 with files of about the same size, which
+matters when four full-resolution pictures per image compete with the network for a few CPU
+cores. Not its level 1: in long test runs, its output for identical rows now and then differed
+by a byte or so (same pixels) from one compression to the next, which reproducible evidence
+cannot have; level 0, which codes every block with one built-in table instead of tables built
+from the block, did not in the same runs. zlib is the fallback where isal is not installed.
+Files are written atomically (see atomic.atomic_open)."""
 from __future__ import annotations
 
 import os
@@ -21,8 +24,9 @@ import numpy as np
 
 try:
     from isal import isal_zlib as deflate
-except ImportError:  # pragma: no cover - isal is a dependency; zlib gives the same PNGs, slower
-    deflate = zlib
+    LEVEL = 0
+except ImportError:  # pragma: no cover - isal is a dependency; zlib gives the same pixels, slower
+    deflate, LEVEL = zlib, 1
 
 from .atomic import atomic_open
 
@@ -64,7 +68,7 @@ class PngStream:
         if width < 1 or height < 1:
             raise ValueError(f"empty image {width}x{height}")
         self.path, self.width, self.height, self.mode = path, width, height, mode
-        self._deflate = deflate.compressobj(1, deflate.DEFLATED, 15, 9)
+        self._deflate = deflate.compressobj(LEVEL, deflate.DEFLATED, 15, 9)
         self._scanlines = bytearray()  # filtered, not yet compressed
         self._pending = bytearray()    # compressed, not yet written
         self._rows = 0

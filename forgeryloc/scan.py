@@ -579,7 +579,7 @@ class ScanPipelines(Dataset):
                 except OutputError as error:
                     failure = (index, {"output_error": str(error)})
                     break  # the output folder failed: the scan stops at this image
-                # An image that was written left exactly one FileSet.
+                # the FileSet of the image's pictures (none for an unreadable or resumed one)
                 made.append((index, outcome, written[sets_before:]))
             for index, outcome, files in made:
                 try:
