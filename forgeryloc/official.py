@@ -12,16 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import pvt_names
 from .model.m2s_attention import dct_filters
 from .model.m2sformer import M2SFormer
 from .weights import describe_mismatch
 
 # (their key pattern, our key template); applied in order, first match wins.
 _RENAMES = [
-    (r"feature_encoding\.patch_embed(\d)\.(.*)", lambda m: f"encoder.stages.{int(m[1]) - 1}.patch_embed.{m[2]}"),
-    (r"feature_encoding\.block(\d)\.(\d+)\.mlp\.dwconv\.dwconv\.(.*)", lambda m: f"encoder.stages.{int(m[1]) - 1}.blocks.{m[2]}.mlp.dwconv.{m[3]}"),
-    (r"feature_encoding\.block(\d)\.(.*)", lambda m: f"encoder.stages.{int(m[1]) - 1}.blocks.{m[2]}"),
-    (r"feature_encoding\.norm(\d)\.(.*)", lambda m: f"encoder.stages.{int(m[1]) - 1}.norm.{m[2]}"),
+    (r"feature_encoding\.(.*)", lambda m: _in_encoder(pvt_names.encoder_key(m[1]))),
     (r"skip_connection_module\.skip_connection_reduction(\d)\.(.*)", lambda m: f"skip.reducers.{int(m[1]) - 1}.{m[2]}"),
     (r"skip_connection_module\.msms_block\.fc\.(.*)", lambda m: f"skip.spectral.fc.{m[1]}"),
     (r"skip_connection_module\.msms_block\.init_conv_scale_(\d)\.(.*)", lambda m: f"skip.scales.{m[1]}.body.{m[2]}"),
@@ -45,17 +43,12 @@ class ConversionError(ValueError):
     """The official checkpoint does not fit the model."""
 
 
-def rename(key: str, rules) -> str | None:
-    """The first rule (pattern, template) whose pattern matches the whole key renames it."""
-    for pattern, template in rules:
-        match = re.fullmatch(pattern, key)
-        if match:
-            return template(match)
-    return None
+def _in_encoder(key: str | None) -> str | None:
+    return None if key is None else f"encoder.{key}"
 
 
 def our_key(their_key: str) -> str | None:
-    return rename(their_key, _RENAMES)
+    return pvt_names.rename(their_key, _RENAMES)
 
 
 def read_official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

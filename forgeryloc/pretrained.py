@@ -7,26 +7,14 @@ from pathlib import Path
 
 import torch
 
+from . import pvt_names
 from .model.m2sformer import M2SFormer
-from .official import rename
-
-_ENCODER_RENAMES = [
-    # original PVT: patch_embed1 / block1.0 / norm1, and DWConv wrapped in mlp.dwconv.dwconv
-    (r"patch_embed(\d)\.(.*)", lambda m: f"stages.{int(m[1]) - 1}.patch_embed.{m[2]}"),
-    (r"block(\d)\.(.*)", lambda m: f"stages.{int(m[1]) - 1}.blocks.{m[2]}"),
-    (r"norm(\d)\.(.*)", lambda m: f"stages.{int(m[1]) - 1}.norm.{m[2]}"),
-    # timm: patch_embed (stage 0), stages.N.downsample (later stages), stages.N.blocks / norm
-    (r"patch_embed\.(.*)", lambda m: f"stages.0.patch_embed.{m[1]}"),
-    (r"stages\.(\d)\.downsample\.(.*)", lambda m: f"stages.{m[1]}.patch_embed.{m[2]}"),
-    (r"(stages\.\d\.(?:blocks|norm)\..*)", lambda m: m[1]),
-]
 
 
 def encoder_key(key: str) -> str | None:
     """Our encoder's name for a tensor of a PVT-v2 checkpoint (None: not an encoder tensor)."""
-    key = key.removeprefix("module.").removeprefix("backbone.").removeprefix("encoder.")
-    key = key.replace("mlp.dwconv.dwconv.", "mlp.dwconv.")
-    return rename(key, _ENCODER_RENAMES)
+    return pvt_names.encoder_key(
+        key.removeprefix("module.").removeprefix("backbone.").removeprefix("encoder."))
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
