@@ -237,7 +237,12 @@ def train(
     synth_weight: float = typer.Option(1.0, help="Sampling weight of synthetic forgeries."),
     val: Optional[Path] = typer.Option(None, help="Validation dataset folder."),
     val_fraction: float = typer.Option(0.0, min=0.0, max=0.9,
-                                       help="Hold back this stratified share of --data instead."),
+                                       help="Hold back this stratified share of --data instead "
+                                       "(no source photo on both sides, see --group-pattern)."),
+    group_pattern: Optional[str] = typer.Option(None, metavar="REGEX", help="Source-photo ids in "
+                                                "file names: images sharing an id stay on one "
+                                                "side of the split (default: CASIA's, e.g. "
+                                                "nat0066)."),
     size: int = typer.Option(256, help="Training input size (multiple of 32)."),
     crop: Optional[int] = typer.Option(None, help="Train on random CROP x CROP windows of the "
                                        "SIZE x SIZE input (multiple of 32): same scale, cheaper."),
@@ -270,7 +275,8 @@ def train(
     config = TrainConfig(
         out_dir=str(output), arch=arch, datasets=[str(d) for d in data], dataset_weight=data_weight,
         synth_photos=[str(p) for p in synth_photos], synth_weight=synth_weight,
-        val=str(val) if val else None, val_fraction=val_fraction, size=size, crop=crop,
+        val=str(val) if val else None, val_fraction=val_fraction, group_pattern=group_pattern,
+        size=size, crop=crop,
         batch_size=batch_size, accumulate=accumulate, epochs=epochs, epoch_size=epoch_size,
         max_minutes=max_minutes, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, grad_clip=grad_clip, ema_decay=ema_decay, augment=augment,
@@ -304,6 +310,8 @@ def evaluate(
                                             "stratified share that `train --val-fraction` "
                                             "holds back (same --seed)."),
     seed: int = typer.Option(0, help="Seed of the held-out split (with --holdout)."),
+    group_pattern: Optional[str] = typer.Option(None, metavar="REGEX", help="Source-photo ids "
+                                                "of the split, as for train."),
 ) -> None:
     """Measure a checkpoint the way the literature does (paper protocol, and more)."""
     from .data.datasets import read_dataset, split_holdout
@@ -314,7 +322,7 @@ def evaluate(
     try:
         samples = read_dataset(dataset)
         if holdout is not None:
-            samples = split_holdout(samples, holdout, seed)[1]
+            samples = split_holdout(samples, holdout, seed, group_pattern)[1]
         model, card = load_model(weights)
         predictor = Predictor(model, card, pick_device(device))
     except (CheckpointError, ValueError) as error:
@@ -326,13 +334,25 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"{dataset} ({summary['tampered']} tampered, "
-                  f"{summary['authentic']} authentic)")
+    table = Table(title=f"{dataset.name}: {summary['tampered']} tampered, "
+                  f"{summary['authentic']} authentic",
+                  caption="floors: the same images scored as all manipulated and as a centred "
+                  "blob; fraction: predicted (model) and true (all)")
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("model", justify="right")
+    table.add_column("all", justify="right")
+    table.add_column("blob", justify="right")
+    floors = {"dsc": ("floor_all_dsc", "floor_blob_dsc"),
+              "iou": ("floor_all_iou", "floor_blob_iou"),
+              "pixel_auc": (None, "floor_blob_pixel_auc"),
+              "predicted_fraction_tampered": ("true_fraction", None)}
     for key in ("dsc", "iou", "dsc_native", "iou_native", "f1_native", "f1_best_oracle",
-                "pixel_auc", "image_auc", "image_accuracy"):
-        table.add_row(key, f"{summary[key]:.4f}")
+                "pixel_auc", "image_auc", "image_accuracy", "predicted_fraction_tampered"):
+        all_key, blob_key = floors.get(key, (None, None))
+        cells = [f"{summary[k]:.4f}" if k else "" for k in (all_key, blob_key)]
+        if key in ("pixel_auc", "image_auc"):
+            cells[0] = "0.5000"  # a constant map or score
+        table.add_row(key, f"{summary[key]:.4f}", *cells)
     Console().print(table)
     err_console.print(summary["protocol"], highlight=False)
 

@@ -28,13 +28,24 @@ PROTOCOL = ("paper protocol: images and masks resized to {size}x{size}, predicti
             "(smoothing 1e-5) averaged over the tampered images; native-resolution metrics "
             "upsample the prediction to the image size; best-threshold F1 is an oracle (the "
             "threshold is chosen per image with the ground truth); image-level score = mean "
-            "of the pixel probabilities, accuracy at score threshold {score_threshold}")
+            "of the pixel probabilities, accuracy at score threshold {score_threshold}; "
+            "floors on the same images: every pixel manipulated, and a centred Gaussian blob "
+            "(sigma a quarter of each side) thresholded at 0.5; a constant image score has "
+            "image AUC 0.5")
 
 
 @dataclass
 class EvaluationResult:
     summary: dict
     rows: list[dict] = field(default_factory=list)
+
+
+def centred_blob(height: int, width: int) -> np.ndarray:
+    """The floor that never looks at the image: a centred Gaussian (sigma a quarter of each
+    side), height x width in (0, 1]; thresholded at 0.5 it is an ellipse over 27% of the image."""
+    rows = ((np.arange(height) + 0.5) / height - 0.5) ** 2
+    columns = ((np.arange(width) + 0.5) / width - 0.5) ** 2
+    return np.exp(-(rows[:, None] + columns[None, :]) / (2 * 0.25 ** 2))
 
 
 def _image_row(sample: Sample, prob_small: np.ndarray, prob_native: np.ndarray,
@@ -47,7 +58,14 @@ def _image_row(sample: Sample, prob_small: np.ndarray, prob_native: np.ndarray,
     if sample.tampered:
         pred_small = prob_small >= threshold
         pred_native = prob_native >= threshold
+        blob = centred_blob(size, size) >= PAPER_THRESHOLD
+        everything = np.ones_like(gt_small)
         row.update({
+            "true_area": float(gt_native.mean()),
+            "floor_all_dsc": metrics.dice(everything, gt_small),
+            "floor_all_iou": metrics.iou(everything, gt_small),
+            "floor_blob_dsc": metrics.dice(blob, gt_small),
+            "floor_blob_iou": metrics.iou(blob, gt_small),
             "dsc": metrics.dice(pred_small, gt_small), "iou": metrics.iou(pred_small, gt_small),
             "dsc_native": metrics.dice(pred_native, gt_native),
             "iou_native": metrics.iou(pred_native, gt_native),
@@ -66,7 +84,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
                        else score_threshold)
     size = predictor.size
     rows, skipped = [], []
-    pixel_probs, pixel_truth = [], []
+    pixel_probs, pixel_truth, blob_probs = [], [], []
     rng = np.random.default_rng(0)
     for start in range(0, len(samples), batch_size):
         pairs = []
@@ -89,13 +107,15 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
             flat = rng.choice(prob_native.size, size=min(4096, prob_native.size), replace=False)
             pixel_probs.append(prob_native.reshape(-1)[flat])
             pixel_truth.append(mask.reshape(-1)[flat])
+            blob_probs.append(centred_blob(height, width).reshape(-1)[flat])
         if progress is not None:
             progress(len(pairs))
     return EvaluationResult(summary=summarise(rows, pixel_probs, pixel_truth, size, threshold,
-                                              score_threshold, skipped), rows=rows)
+                                              score_threshold, skipped, blob_probs), rows=rows)
 
 
-def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, skipped) -> dict:
+def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, skipped,
+              blob_probs=None) -> dict:
     tampered = [r for r in rows if r["tampered"]]
     labels = np.array([r["tampered"] for r in rows], dtype=np.int64)
     scores = np.array([r["score"] for r in rows], dtype=np.float64)
@@ -115,6 +135,15 @@ def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, 
                       if pixel_probs else float("nan")),
         "image_auc": float("nan"), "image_accuracy": float("nan"),
         "score_threshold": score_threshold,
+        # What a degenerate model would score on the same images (see centred_blob).
+        "predicted_fraction": (float(np.mean([r["area"] for r in rows])) if rows
+                               else float("nan")),
+        "predicted_fraction_tampered": mean("area"), "true_fraction": mean("true_area"),
+        "floor_all_dsc": mean("floor_all_dsc"), "floor_all_iou": mean("floor_all_iou"),
+        "floor_blob_dsc": mean("floor_blob_dsc"), "floor_blob_iou": mean("floor_blob_iou"),
+        "floor_blob_pixel_auc": (metrics.roc_auc(np.concatenate(blob_probs),
+                                                 np.concatenate(pixel_truth))
+                                 if blob_probs else float("nan")),
     }
     if 0 < labels.sum() < len(labels):
         summary["image_auc"] = metrics.roc_auc(scores, labels)

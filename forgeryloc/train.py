@@ -42,6 +42,7 @@ class TrainConfig:
     synth_weight: float = 1.0
     val: str | None = None
     val_fraction: float = 0.0
+    group_pattern: str | None = None  # source-photo ids in file names (default: CASIA's)
     size: int = 256
     crop: int | None = None         # train on random crop x crop windows of the size x size input
     batch_size: int = 8
@@ -180,7 +181,8 @@ class Trainer:
         for root in c.datasets:
             samples = read_dataset(root)
             if c.val is None and c.val_fraction > 0:
-                part_train, part_val = split_holdout(samples, c.val_fraction, c.seed)
+                part_train, part_val = split_holdout(samples, c.val_fraction, c.seed,
+                                                     c.group_pattern)
                 train += part_train
                 val += part_val
             else:
@@ -339,7 +341,9 @@ class Trainer:
         predictor = Predictor(model, self._card(None, None), device)
         result = evaluate_samples(predictor, samples, batch_size=self.config.batch_size)
         model.train(was_training)
-        keys = ("dsc", "iou", "dsc_native", "f1_best_oracle", "pixel_auc", "image_auc")
+        keys = ("dsc", "iou", "dsc_native", "f1_best_oracle", "pixel_auc", "image_auc",
+                "predicted_fraction_tampered", "true_fraction", "floor_all_dsc", "floor_blob_dsc",
+                "floor_blob_pixel_auc")
         return {k: result.summary[k] for k in keys}
 
     # ---- checkpoints --------------------------------------------------------------------

@@ -228,6 +228,60 @@ def test_split_is_stratified_deterministic_and_order_independent():
         datasets.split_holdout(samples, 1.0, seed=3)
 
 
+def casia_like_samples():
+    """Tampered CASIA-style names built from photos of 40 ids, authentic photos of those ids."""
+    rng = np.random.default_rng(5)
+    ids = [f"{cat}{i:04d}" for cat in ("ani", "nat", "arc", "pla") for i in range(10)]
+    tampered = []
+    for n in range(60):  # photos combine within clusters of 4 ids
+        cluster = int(rng.integers(10)) * 4
+        a, b = rng.choice(ids[cluster:cluster + 4], 2)
+        stem = f"Sp_D_CRN_A_{a}_{b}_{n:04d}"
+        tampered.append(Sample(Path(f"/d/t/{stem}.jpg"), Path(f"/d/m/{stem}.png"), stem, True))
+    authentic = [Sample(Path(f"/d/a/Au_{i[:3]}_{i[3:]}.jpg"), None, f"Au_{i[:3]}_{i[3:]}", False)
+                 for i in ids]
+    return tampered + authentic
+
+
+def test_source_ids_of_casia_names_and_custom_patterns():
+    name = Path("/x/Sp_D_CRN_A_nat0066_art0021_0386.jpg")
+    assert datasets.source_ids(Sample(name, None, "a", True)) == ["nat0066", "art0021"]
+    assert datasets.source_ids(Sample(Path("/x/Au_nat_0066.jpg"), None, "b", False)) == ["nat0066"]
+    assert datasets.source_ids(Sample(Path("/x/IMG_1.jpg"), None, "c", False)) == ["file:IMG_1.jpg"]
+    custom = Sample(Path("/x/scene12-take3_from-scene40.png"), None, "d", True)
+    assert datasets.source_ids(custom, r"scene(\d+)") == ["12", "40"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_keeps_every_source_photo_on_one_side(seed):
+    samples = casia_like_samples()
+    train, val = datasets.split_holdout(samples, 0.25, seed=seed)
+    assert set(train) | set(val) == set(samples) and not set(train) & set(val)
+    ids_train = {i for s in train for i in datasets.source_ids(s)}
+    ids_val = {i for s in val for i in datasets.source_ids(s)}
+    assert ids_val and not ids_train & ids_val
+    assert 10 <= sum(s.tampered for s in val) <= 20 and 5 <= sum(not s.tampered for s in val) <= 10
+    # A random split of such data leaks, so the id check above can fail.
+    ordered = datasets._sorted(samples)
+    leaky_val, leaky_train = ordered[::4], [s for s in ordered if s not in ordered[::4]]
+    assert ({i for s in leaky_val for i in datasets.source_ids(s)}
+            & {i for s in leaky_train for i in datasets.source_ids(s)})
+
+
+def test_split_of_the_real_casia_names_does_not_leak(shared):
+    samples = datasets.read_dataset(shared / "data/benchmarks/casia1-dev")
+    train, val = datasets.split_holdout(samples, 0.25, seed=0)
+    ids_train = {i for s in train for i in datasets.source_ids(s)}
+    assert not ids_train & {i for s in val for i in datasets.source_ids(s)}
+    tampered_val = sum(s.tampered for s in val)
+    assert abs(tampered_val - 0.25 * sum(s.tampered for s in samples)) <= 3
+
+
+def test_split_rejects_a_bad_group_pattern():
+    with pytest.raises(ValueError, match="group-pattern"):
+        datasets.split_holdout(fake_samples(4, 4), 0.5, 0, group_pattern="(unclosed")
+
+
 # ----------------------------------------------------------------------- training dataset
 
 @pytest.fixture

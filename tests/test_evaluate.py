@@ -105,3 +105,26 @@ def test_evaluate_holdout_uses_the_training_split(casia_subset, tiny_checkpoint)
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["images"] == len(held_out) < 8
     assert summary["tampered"] == sum(s.tampered for s in held_out)
+
+
+def test_evaluate_reports_the_floors_on_the_same_images(casia_subset, tiny_checkpoint):
+    result = CliRunner().invoke(app, ["evaluate", str(casia_subset), "--weights",
+                                      str(tiny_checkpoint), "--json", "--device", "cpu"])
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    size = summary["input_size"]
+    ellipse = np.add.outer(((np.arange(size) + 0.5) / size - 0.5) ** 2,
+                           ((np.arange(size) + 0.5) / size - 0.5) ** 2) <= 2 * 0.25 ** 2 * np.log(2)
+    all_dsc, blob_dsc, fractions = [], [], []
+    for path in sorted((casia_subset / "masks").iterdir()):
+        mask = Image.open(path).convert("L")
+        fractions.append((np.asarray(mask) > 127).mean())
+        gt = np.asarray(mask.resize((size, size), Image.NEAREST)) > 127
+        all_dsc.append((2 * gt.sum() + 1e-5) / (gt.size + gt.sum() + 1e-5))
+        blob_dsc.append((2 * (gt & ellipse).sum() + 1e-5) / (gt.sum() + ellipse.sum() + 1e-5))
+    assert summary["floor_all_dsc"] == pytest.approx(np.mean(all_dsc), abs=1e-6)
+    assert summary["floor_blob_dsc"] == pytest.approx(np.mean(blob_dsc), abs=2e-3)
+    assert summary["true_fraction"] == pytest.approx(np.mean(fractions), abs=1e-6)
+    assert 0.0 <= summary["predicted_fraction"] <= 1.0
+    table = CliRunner().invoke(app, ["evaluate", str(casia_subset), "--weights",
+                                     str(tiny_checkpoint), "--device", "cpu"]).output
+    assert "blob" in table and f"{summary['floor_all_dsc']:.4f}" in table

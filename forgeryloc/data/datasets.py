@@ -305,27 +305,81 @@ def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     return rgb, mask
 
 
-def _split_key(sample: Sample, seed: int) -> tuple[str, str]:
-    """A seeded pseudo-random but input-order-independent position for `sample`."""
-    text = f"{seed}\0{sample.name}\0{sample.image.name}"
-    return hashlib.sha256(text.encode("utf-8")).hexdigest(), str(sample.image)
+# CASIA names carry the ids of the photos an image was built from: `Sp_D_CRN_A_nat0066_art0021_0386`
+# uses photos nat0066 and art0021, `Au_nat_0066` is photo nat0066 itself.
+CASIA_SOURCE_PATTERN = r"([a-z]{3})_?(\d{4})"
 
 
-def split_holdout(samples: Sequence[Sample], fraction: float, seed: int
-                  ) -> tuple[list[Sample], list[Sample]]:
-    """(train, val): round(fraction * n) of the tampered and of the authentic samples go to val.
+def source_ids(sample: Sample, pattern: str = CASIA_SOURCE_PATTERN) -> list[str]:
+    """The source-photo ids in the sample's file name: every match of `pattern` (its groups
+    joined when it has any); none: the image is its own source."""
+    ids = []
+    for match in re.finditer(pattern, sample.image.stem):
+        ids.append("".join(g for g in match.groups() if g) if match.groups() else match[0])
+    return ids or [f"file:{sample.image.name}"]
 
-    The choice depends only on the seed and each sample's name and file name, so it does not
-    change with the input order (or the dataset's location); both lists come back sorted."""
+
+def source_groups(samples: Sequence[Sample], pattern: str = CASIA_SOURCE_PATTERN
+                  ) -> list[list[Sample]]:
+    """Samples joined when they share a source id, directly or through a chain of others
+    (connected components); each group sorted, groups in order of their first sample."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for sample in samples:
+        first, *rest = source_ids(sample, pattern)
+        for other in rest:
+            parent[root(other)] = root(first)
+        root(first)
+    groups: dict[str, list[Sample]] = {}
+    for sample in _sorted(samples):
+        groups.setdefault(root(source_ids(sample, pattern)[0]), []).append(sample)
+    return list(groups.values())
+
+
+def _split_key(group: Sequence[Sample], seed: int) -> tuple[str, str]:
+    """A seeded pseudo-random but input-order-independent position for a group."""
+    first = group[0]
+    text = f"{seed}\0{first.name}\0{first.image.name}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest(), str(first.image)
+
+
+def split_holdout(samples: Sequence[Sample], fraction: float, seed: int,
+                  group_pattern: str | None = None) -> tuple[list[Sample], list[Sample]]:
+    """(train, val) with no source photo on both sides: about round(fraction * n) of the
+    tampered and of the authentic samples go to val.
+
+    Samples that share a source id (`group_pattern`, default CASIA's ids; see `source_groups`)
+    stay together. Groups are visited in a seeded order and a group joins val while it does
+    not overshoot either stratum's target, so the split depends only on the seed and the file
+    names, not on the input order or the dataset's location; both lists come back sorted."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
+    if group_pattern is not None:
+        try:
+            re.compile(group_pattern)
+        except re.error as error:
+            raise ValueError(f"--group-pattern {group_pattern!r}: {error}") from None
+    groups = sorted(source_groups(samples, group_pattern or CASIA_SOURCE_PATTERN),
+                    key=lambda g: _split_key(g, seed))
+    target = {t: int(np.floor(fraction * sum(s.tampered == t for s in samples) + 0.5))
+              for t in (True, False)}
+    taken = {True: 0, False: 0}
     train, val = [], []
-    for tampered in (True, False):
-        stratum = sorted((s for s in samples if s.tampered == tampered),
-                         key=lambda s: _split_key(s, seed))
-        n_val = int(np.floor(fraction * len(stratum) + 0.5))
-        val += stratum[:n_val]
-        train += stratum[n_val:]
+    for group in groups:
+        counts = {t: sum(s.tampered == t for s in group) for t in (True, False)}
+        fits = all(taken[t] + counts[t] <= target[t] for t in (True, False))
+        if fits and any(taken[t] < target[t] and counts[t] for t in (True, False)):
+            val += group
+            for t in (True, False):
+                taken[t] += counts[t]
+        else:
+            train += group
     return _sorted(train), _sorted(val)
 
 
