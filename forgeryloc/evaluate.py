@@ -75,6 +75,35 @@ def _image_row(sample: Sample, prob_small: np.ndarray, prob_native: np.ndarray,
     return row
 
 
+class MetricsCollector:
+    """Gathers per-image rows and a pixel sample, then summarises (any source of maps)."""
+
+    def __init__(self, size: int, threshold: float, score_threshold: float):
+        self.size, self.threshold, self.score_threshold = size, threshold, score_threshold
+        self.rows: list[dict] = []
+        self.skipped: list[str] = []
+        self.pixel_probs, self.pixel_truth, self.blob_probs = [], [], []
+        self.rng = np.random.default_rng(0)
+
+    def add(self, sample: Sample, prob_small: np.ndarray, prob_native: np.ndarray,
+            mask: np.ndarray) -> None:
+        """prob_small: the map at the protocol's size x size; prob_native and mask: H x W."""
+        height, width = mask.shape
+        self.rows.append(_image_row(sample, prob_small, prob_native, mask, self.size,
+                                    self.threshold))
+        # A fixed random subset of pixels per image keeps pixel AUC cheap on big sets.
+        flat = self.rng.choice(prob_native.size, size=min(4096, prob_native.size), replace=False)
+        self.pixel_probs.append(prob_native.reshape(-1)[flat])
+        self.pixel_truth.append(mask.reshape(-1)[flat])
+        self.blob_probs.append(centred_blob(height, width).reshape(-1)[flat])
+
+    def result(self) -> EvaluationResult:
+        return EvaluationResult(summary=summarise(self.rows, self.pixel_probs, self.pixel_truth,
+                                                  self.size, self.threshold,
+                                                  self.score_threshold, self.skipped,
+                                                  self.blob_probs), rows=self.rows)
+
+
 def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 8,
                      threshold: float | None = None, score_threshold: float | None = None,
                      progress=None) -> EvaluationResult:
@@ -82,10 +111,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
     threshold = PAPER_THRESHOLD if threshold is None else threshold
     score_threshold = (predictor.info.score_threshold if score_threshold is None
                        else score_threshold)
-    size = predictor.size
-    rows, skipped = [], []
-    pixel_probs, pixel_truth, blob_probs = [], [], []
-    rng = np.random.default_rng(0)
+    collector = MetricsCollector(predictor.size, threshold, score_threshold)
     for start in range(0, len(samples), batch_size):
         pairs = []
         for sample in samples[start:start + batch_size]:
@@ -93,7 +119,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
                 pairs.append((sample, *load_pair(sample)))
             except ImageReadError as error:
                 log.warning("skipping %s: %s", sample.image, error)
-                skipped.append(str(sample.image))
+                collector.skipped.append(str(sample.image))
         if not pairs:
             continue
         batch = torch.stack([predictor.preprocess(rgb) for _, rgb, _ in pairs])
@@ -102,16 +128,10 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
             height, width = rgb.shape[:2]
             prob_small = outputs["probability"][i, 0].numpy()
             prob_native = predictor.finding_from_resized(outputs, i, height, width).probability
-            rows.append(_image_row(sample, prob_small, prob_native, mask, size, threshold))
-            # A fixed random subset of pixels per image keeps pixel AUC cheap on big sets.
-            flat = rng.choice(prob_native.size, size=min(4096, prob_native.size), replace=False)
-            pixel_probs.append(prob_native.reshape(-1)[flat])
-            pixel_truth.append(mask.reshape(-1)[flat])
-            blob_probs.append(centred_blob(height, width).reshape(-1)[flat])
+            collector.add(sample, prob_small, prob_native, mask)
         if progress is not None:
             progress(len(pairs))
-    return EvaluationResult(summary=summarise(rows, pixel_probs, pixel_truth, size, threshold,
-                                              score_threshold, skipped, blob_probs), rows=rows)
+    return collector.result()
 
 
 def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, skipped,

@@ -1,0 +1,83 @@
+"""An image's maps with the JPEG stream's evidence fused in, band by band.
+
+The RGB network's probability (from ResizedMaps or TiledMaps, at the image's own size) and the
+JPEG stream's block logits (one per 8x8 block of the file's grid, bilinear between block
+centres) are combined per pixel by the checkpoint's late fusion:
+    p = sigmoid(a * logit(p_rgb) + present * (b * jpeg_logit + c)).
+Without JPEG evidence (present = 0) the map is sigmoid(a * logit(p_rgb)).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from .maps import ImageMaps, MapBand
+
+EPSILON = 1e-6
+
+
+def block_taps(pixel_coordinates: np.ndarray, blocks: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear taps into a grid of 8-pixel blocks at (fractional) pixel coordinates, with
+    block centres at 8 i + 3.5 and clamping at the ends (as PyTorch's x8 bilinear upsampling
+    with align_corners=False computes it)."""
+    source = np.clip((pixel_coordinates.astype(np.float32) + 0.5) / 8 - 0.5, 0, blocks - 1)
+    first = np.minimum(source.astype(np.int64), blocks - 1)
+    second = np.minimum(first + 1, blocks - 1)
+    return first, second, (source - first).astype(np.float32)
+
+
+def sample_blocks(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """grid Hb x Wb sampled at pixel coordinates rows (r) x cols (c) -> r x c."""
+    r0, r1, wr = block_taps(rows, grid.shape[0])
+    c0, c1, wc = block_taps(cols, grid.shape[1])
+    mixed = grid[r0] + (grid[r1] - grid[r0]) * wr[:, None]     # r x Wb
+    return mixed[:, c0] + (mixed[:, c1] - mixed[:, c0]) * wc    # r x c
+
+
+def fuse(probability: np.ndarray, jpeg_logits: np.ndarray | None,
+         weights: tuple[float, float, float]) -> np.ndarray:
+    """Per-pixel late fusion of an RGB probability map with JPEG logits of the same shape."""
+    a, b, c = weights
+    clipped = np.clip(probability, EPSILON, 1 - EPSILON)
+    logits = a * (np.log(clipped) - np.log1p(-clipped))
+    if jpeg_logits is not None:
+        logits += b * jpeg_logits + c
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+class FusedMaps:
+    """ImageMaps whose probability is the fusion of `inner`'s with the JPEG block logits."""
+
+    def __init__(self, inner: ImageMaps, jpeg_logits: np.ndarray | None,
+                 weights: tuple[float, float, float]):
+        self.inner, self.jpeg_logits, self.weights = inner, jpeg_logits, weights
+        self.height, self.width = inner.height, inner.width
+
+    @property
+    def difficulty_score(self) -> float:
+        return self.inner.difficulty_score
+
+    @property
+    def difficulty_label(self) -> str:
+        return self.inner.difficulty_label
+
+    def _jpeg_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
+        if self.jpeg_logits is None:
+            return None
+        return sample_blocks(self.jpeg_logits, rows, cols)
+
+    def bands(self) -> Iterator[MapBand]:
+        cols = np.arange(self.width)
+        for band in self.inner.bands():
+            rows = np.arange(band.rows.start, band.rows.stop)
+            yield MapBand(band.rows, fuse(band.probability, self._jpeg_at(rows, cols),
+                                          self.weights))
+
+    def preview(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        probability, curvature = self.inner.preview(height, width)
+        # Preview pixel i covers image rows around (i + 0.5) * H / h - 0.5.
+        rows = (np.arange(height) + 0.5) * (self.height / height) - 0.5
+        cols = (np.arange(width) + 0.5) * (self.width / width) - 0.5
+        return fuse(probability, self._jpeg_at(rows, cols), self.weights), curvature

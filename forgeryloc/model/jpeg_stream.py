@@ -1,0 +1,103 @@
+"""The JPEG-domain stream: a small network on a JPEG file's own 8x8 block grid.
+
+Input: the quantised DCT coefficients of the luminance channel as they are stored in the file
+(no decoding to pixels, so the grid and the rounding are exact) and the file's luminance
+quantisation table. Each of the lowest `frequencies` coefficients (zigzag order) becomes a
+one-hot vector of its absolute value clipped at `clip` (the per-block, per-frequency histogram
+entries of CAT-Net, Kwon et al. 2022); a 1x1 convolution embeds them, the table modulates the
+embedding (scale and shift per channel, so the network knows the last compression's step
+sizes), and dilated 3x3 convolutions compare each block with its neighbourhood, where double
+quantisation shows as histogram gaps and peaks that a pasted region lacks. Output: one logit
+per block (and the features, for fusion).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def zigzag_order() -> list[int]:
+    """Natural (row-major u * 8 + v) indices of the 64 DCT frequencies in JPEG zigzag order."""
+    cells = [(u, v) for u in range(8) for v in range(8)]
+    cells.sort(key=lambda c: (c[0] + c[1], c[0] if (c[0] + c[1]) % 2 else c[1]))
+    return [u * 8 + v for u, v in cells]
+
+
+@dataclass(frozen=True)
+class JpegStreamConfig:
+    frequencies: int = 16                 # lowest zigzag frequencies read
+    clip: int = 20                        # |coefficient| clipped here: clip + 1 histogram bins
+    width: int = 96                       # channels of every layer
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 4, 1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "JpegStreamConfig":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+class JpegStream(nn.Module):
+    def __init__(self, config: JpegStreamConfig = JpegStreamConfig()):
+        super().__init__()
+        self.config = c = config
+        self.register_buffer("frequency_index", torch.tensor(zigzag_order()[:c.frequencies]),
+                             persistent=False)
+        bins = c.clip + 1
+        self.embed = nn.Conv2d(c.frequencies * bins, c.width, 1, bias=False)
+        self.table_film = nn.Linear(64, 2 * c.width)
+        nn.init.zeros_(self.table_film.weight)
+        nn.init.zeros_(self.table_film.bias)
+        self.embed_norm = nn.BatchNorm2d(c.width)
+        self.body = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c.width, c.width, 3, padding=d, dilation=d, bias=False),
+                          nn.BatchNorm2d(c.width), nn.ReLU(inplace=True))
+            for d in c.dilations)
+        self.head = nn.Conv2d(c.width, 1, 1)
+
+    def histogram_volume(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """B x 64 x Hb x Wb quantised coefficients -> B x (F * bins) x Hb x Wb one-hot floats."""
+        c = self.config
+        chosen = coefficients.index_select(1, self.frequency_index)       # B x F x Hb x Wb
+        bins = chosen.abs().clamp(max=c.clip).long()
+        one_hot = F.one_hot(bins, c.clip + 1)                           # B x F x Hb x Wb x K
+        batch, _, height, width, _ = one_hot.shape
+        return one_hot.permute(0, 1, 4, 2, 3).reshape(batch, -1, height, width).float()
+
+    def forward(self, coefficients: torch.Tensor, table: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """coefficients: B x 64 x Hb x Wb (natural order, integer valued); table: B x 64 step
+        sizes. Returns (B x 1 x Hb x Wb block logits, B x width x Hb x Wb features)."""
+        x = self.embed(self.histogram_volume(coefficients))
+        # log2 of the steps (1..255 -> 0..8), centred: the modulation's input.
+        steps = torch.log2(table.float().clamp(min=1)) / 4 - 1
+        scale, shift = self.table_film(steps).chunk(2, dim=1)           # B x width each
+        x = self.embed_norm(x) * (1 + scale[..., None, None]) + shift[..., None, None]
+        x = F.relu(x)
+        for layer in self.body:
+            x = x + layer(x)
+        return self.head(x), x
+
+
+class LateFusion(nn.Module):
+    """Per-pixel logistic fusion of the RGB network's logit and the JPEG stream's logit.
+
+    fused = a * rgb + present * (b * jpeg + c): without JPEG evidence (a PNG, a TIFF, a JPEG
+    whose grid was lost) the fused map is the RGB map scaled by a, learned with such inputs.
+    Starts as the RGB map alone plus the JPEG logit."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = nn.Parameter(torch.tensor([1.0, 1.0, 0.0]))  # a, b, c
+
+    def forward(self, rgb_logits: torch.Tensor, jpeg_logits: torch.Tensor | None,
+                present: torch.Tensor | float = 1.0) -> torch.Tensor:
+        a, b, c = self.weights
+        if jpeg_logits is None:
+            return a * rgb_logits
+        return a * rgb_logits + present * (b * jpeg_logits + c)

@@ -1,0 +1,80 @@
+"""The JPEG stream network and the fusion of its block logits into an image's maps."""
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from forgeryloc.fused_maps import FusedMaps, fuse, sample_blocks
+from forgeryloc.maps import ResizedMaps
+from forgeryloc.model.jpeg_stream import JpegStream, JpegStreamConfig, LateFusion, zigzag_order
+
+
+def test_zigzag_order_is_the_jpeg_scan():
+    order = zigzag_order()
+    assert order[:10] == [0, 1, 8, 16, 9, 2, 3, 10, 17, 24]
+    assert order[-3:] == [55, 62, 63] and sorted(order) == list(range(64))
+
+
+def test_histogram_volume_is_one_hot_of_clipped_magnitudes():
+    stream = JpegStream(JpegStreamConfig(frequencies=3, clip=4, width=8, dilations=(1,)))
+    coefficients = torch.zeros(1, 64, 2, 2, dtype=torch.int16)
+    coefficients[0, 0, 0, 0] = -2      # DC
+    coefficients[0, 8, 1, 1] = 9       # third in zigzag order (u=1, v=0), clipped to 4
+    volume = stream.histogram_volume(coefficients)
+    assert volume.shape == (1, 3 * 5, 2, 2)
+    assert torch.all(volume.sum(dim=1) == 3)           # one bin per frequency
+    assert volume[0, 0 * 5 + 2, 0, 0] == 1             # DC |-2| -> bin 2
+    assert volume[0, 2 * 5 + 4, 1, 1] == 1             # clipped
+    assert volume[0, 1 * 5 + 0, 1, 1] == 1             # (0, 1) is zero
+
+
+def test_stream_gives_one_logit_per_block_and_uses_the_table():
+    torch.manual_seed(0)
+    stream = JpegStream(JpegStreamConfig(width=16, dilations=(1, 2))).eval()
+    torch.nn.init.normal_(stream.table_film.weight)
+    coefficients = torch.randint(-30, 30, (2, 64, 12, 20), dtype=torch.int16)
+    logits, features = stream(coefficients, torch.full((2, 64), 4.0))
+    assert logits.shape == (2, 1, 12, 20) and features.shape == (2, 16, 12, 20)
+    other, _ = stream(coefficients, torch.full((2, 64), 40.0))
+    assert not torch.allclose(logits, other)
+
+
+def test_block_sampling_matches_torch_upsampling_by_eight():
+    grid = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
+    expected = F.interpolate(torch.from_numpy(grid)[None, None], scale_factor=8,
+                             mode="bilinear", align_corners=False)[0, 0].numpy()
+    got = sample_blocks(grid, np.arange(37), np.arange(53))
+    np.testing.assert_allclose(got, expected[:37, :53], atol=1e-5)
+
+
+def test_fused_maps_follow_the_fusion_rule_band_by_band_and_in_previews():
+    rng = np.random.default_rng(1)
+    small = rng.uniform(0.05, 0.95, size=(32, 32)).astype(np.float32)
+    inner = ResizedMaps(small, np.zeros((32, 32), np.float32), 40, 56, 0.2, "easy")
+    blocks = rng.normal(size=(5, 7)).astype(np.float32)
+    weights = (0.7, 1.3, -0.2)
+    fused = FusedMaps(inner, blocks, weights)
+    whole = np.concatenate([band.probability for band in fused.bands()])
+    rgb = np.concatenate([band.probability for band in inner.bands()])
+    jpeg = sample_blocks(blocks, np.arange(40), np.arange(56))
+    logit = np.log(np.clip(rgb, 1e-6, 1 - 1e-6) / (1 - np.clip(rgb, 1e-6, 1 - 1e-6)))
+    np.testing.assert_allclose(whole, 1 / (1 + np.exp(-(0.7 * logit + 1.3 * jpeg - 0.2))),
+                               atol=1e-5)
+    preview, _ = fused.preview(40, 56)
+    np.testing.assert_allclose(preview, whole, atol=1e-5)
+    # Without JPEG evidence and with a = 1 the RGB map passes unchanged.
+    plain = FusedMaps(inner, None, (1.0, 5.0, 5.0))
+    np.testing.assert_allclose(np.concatenate([b.probability for b in plain.bands()]), rgb,
+                               atol=1e-5)
+
+
+def test_late_fusion_module_and_numpy_rule_agree():
+    fusion = LateFusion()
+    with torch.no_grad():
+        fusion.weights.copy_(torch.tensor([0.5, 2.0, -1.0]))
+    rgb = torch.tensor([[-2.0, 0.0, 3.0]])
+    jpeg = torch.tensor([[1.0, -1.0, 0.5]])
+    expected = torch.sigmoid(fusion(rgb, jpeg)).detach().numpy()
+    got = fuse(torch.sigmoid(rgb).numpy(), jpeg.numpy(), (0.5, 2.0, -1.0))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert torch.allclose(fusion(rgb, None), 0.5 * rgb)
