@@ -212,17 +212,31 @@ def synth(
     output: Path = typer.Option(..., "-o", "--output", help="Dataset folder to write."),
     count: int = typer.Option(100, "--count", "-n", min=1, help="How many images to make."),
     seed: int = typer.Option(0, help="Random seed: the same seed gives the same dataset."),
-    authentic_fraction: float = typer.Option(0.15, min=0.0, max=1.0,
-                                             help="Share of untouched (authentic) examples."),
+    authentic_fraction: Optional[float] = typer.Option(
+        None, min=0.0, max=1.0, help="Share of untouched (authentic) examples (default: 0.15 "
+        "for forgeries, the kind mix's 0.34 for jpeg-history)."),
+    kind: str = typer.Option("forgeries", help="forgeries: splices, copy-moves, removals after "
+                             "a post-processing chain; jpeg-history: JPEG files with known "
+                             "compression histories (for the coefficient stream)."),
+    max_side: int = typer.Option(512, min=8, help="jpeg-history: largest image side."),
 ) -> None:
-    """Make synthetic forgeries with exact masks (splicing, copy-move, removal)."""
+    """Make synthetic forgeries with exact masks (splicing, copy-move, removal), or JPEG files
+    with known compression histories (--kind jpeg-history)."""
+    from .data.jpeg_history import write_history_dataset
     from .data.synth import write_dataset
 
     for photo in photos:
         if not photo.exists():
             raise fail(f"{photo}: no such file or folder")
-    summary = write_dataset(photos, output, count=count, seed=seed,
-                            authentic_fraction=authentic_fraction)
+    if kind == "forgeries":
+        summary = write_dataset(photos, output, count=count, seed=seed,
+                                authentic_fraction=0.15 if authentic_fraction is None
+                                else authentic_fraction)
+    elif kind == "jpeg-history":
+        summary = write_history_dataset(photos, output, count=count, seed=seed,
+                                        max_side=max_side, authentic_fraction=authentic_fraction)
+    else:
+        raise fail(f"--kind must be forgeries or jpeg-history, not {kind!r}")
     err_console.print(f"wrote {count} images to {output}: {json.dumps(summary.get('kinds', summary))}")
 
 
