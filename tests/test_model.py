@@ -19,7 +19,8 @@ def test_lighter_configs_are_smaller():
     sizes = [count_parameters(build_model(name)) for name in
              ("m2sformer-b0", "m2sformer-b1", "m2sformer-b2")]
     assert sizes[0] < sizes[1] < sizes[2]
-    assert set(CONFIGS) == {"m2sformer-b0", "m2sformer-b1", "m2sformer-b2"}
+    assert set(CONFIGS) == {"m2sformer-b0", "m2sformer-b1", "m2sformer-b2", "m2sformer-lite0",
+                            "m2sformer-lite1", "m2sformer-lite2"}
 
 
 @pytest.mark.parametrize("size", [(64, 64), (224, 320), (96, 32)])

