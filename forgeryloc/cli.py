@@ -312,6 +312,47 @@ def train(
         raise fail(str(error))
 
 
+@app.command("train-jpeg")
+def train_jpeg(
+    output: Path = typer.Option(..., "-o", "--output", help="Run folder: stream checkpoints, "
+                                "metrics.jsonl."),
+    data: List[Path] = typer.Option([], "--data", help="Dataset folder of JPEG forgeries "
+                                    "(repeat); a source-grouped share is held back."),
+    synth_photos: List[Path] = typer.Option([], "--synth", help="Photo folder for synthetic "
+                                            "compression histories (repeat)."),
+    synth_share: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of synthetic windows."),
+    val_fraction: float = typer.Option(0.25, min=0.0, max=0.9),
+    group_pattern: Optional[str] = typer.Option(None, metavar="REGEX",
+                                                help="Source-photo ids, as for train."),
+    window: int = typer.Option(32, min=4, help="Blocks per side of a training window."),
+    batch_size: int = typer.Option(16, min=2),
+    steps_per_epoch: int = typer.Option(200, min=1, help="Steps between validations."),
+    max_minutes: float = typer.Option(10.0, help="Training time; the cosine schedule spans it."),
+    lr: float = typer.Option(1e-3),
+    frequencies: int = typer.Option(16, min=1, max=64, help="Lowest zigzag frequencies read."),
+    width: int = typer.Option(96, min=8, help="Channels of the stream's layers."),
+    workers: int = typer.Option(2, min=0), seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+) -> None:
+    """Train the JPEG-domain stream alone (fuse it with a network with `forgeryloc fuse`)."""
+    from .predict import pick_device
+    from .train_jpeg import JpegTrainConfig, train_jpeg_stream
+
+    try:
+        config = JpegTrainConfig(
+            out_dir=str(output), datasets=[str(d) for d in data], val_fraction=val_fraction,
+            group_pattern=group_pattern, synth_photos=[str(p) for p in synth_photos],
+            synth_share=synth_share, window=window, batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, lr=lr,
+            frequencies=frequencies, width=width, workers=workers, seed=seed,
+            device=str(pick_device(device)))
+        train_jpeg_stream(config, on_log=lambda record: err_console.print(
+            " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in record.items()), highlight=False))
+    except (ValueError, FileNotFoundError) as error:
+        raise fail(str(error))
+
+
 @app.command()
 def evaluate(
     dataset: Path = typer.Argument(..., help="Dataset folder (tampered/, masks/, authentic/), "

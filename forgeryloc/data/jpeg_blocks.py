@@ -1,0 +1,151 @@
+"""Training items for the JPEG stream: coefficient windows on a file's own block grid.
+
+An item is (coefficients 64 x S x S int16, table 64, block target S x S float in [0, 1],
+block weight S x S) for a window of S x S blocks; blocks outside the image have weight 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..jpeg_coefficients import JpegCoefficients, read_jpeg_coefficients
+from .datasets import Sample
+from ..imaging import load_mask
+from ..preprocess import resize_mask
+
+
+@dataclass
+class BlockGrid:
+    """One JPEG's luma coefficients as 64 x Hb x Wb, its table (64, natural order) and the
+    fraction of manipulated pixels in each block (Hb x Wb)."""
+    coefficients: np.ndarray
+    table: np.ndarray
+    target: np.ndarray
+
+
+def coefficient_planes(jpeg: JpegCoefficients) -> tuple[np.ndarray, np.ndarray]:
+    """(64 x Hb x Wb int16 coefficients, 64 float32 table), both in natural u * 8 + v order."""
+    luma = np.asarray(jpeg.luma)                                    # Hb x Wb x 8 x 8
+    blocks_h, blocks_w = luma.shape[:2]
+    planes = luma.reshape(blocks_h, blocks_w, 64).transpose(2, 0, 1)  # 64 x Hb x Wb
+    return np.ascontiguousarray(planes, dtype=np.int16), \
+        np.asarray(jpeg.luma_table, dtype=np.float32).reshape(64)
+
+
+def block_fractions(mask: np.ndarray, blocks_h: int, blocks_w: int,
+                    origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """H x W {0, 1} mask -> Hb x Wb fraction of manipulated pixels per 8x8 block whose corner is
+    at pixel `origin` (each in (-8, 0]; the part of a block beyond the image counts as
+    authentic)."""
+    padded = np.zeros((blocks_h * 8, blocks_w * 8), np.float32)
+    top, left = -origin[0], -origin[1]
+    height = min(mask.shape[0], blocks_h * 8 - top)
+    width = min(mask.shape[1], blocks_w * 8 - left)
+    padded[top:top + height, left:left + width] = mask[:height, :width] > 0
+    return padded.reshape(blocks_h, 8, blocks_w, 8).mean(axis=(1, 3))
+
+
+def grid_from_jpeg(source, mask: np.ndarray | None) -> BlockGrid | None:
+    """A file's grid and target; None when it is not a JPEG."""
+    jpeg = read_jpeg_coefficients(source)
+    if jpeg is None:
+        return None
+    coefficients, table = coefficient_planes(jpeg)
+    blocks_h, blocks_w = coefficients.shape[1:]
+    if mask is None:
+        target = np.zeros((blocks_h, blocks_w), np.float32)
+    else:
+        if mask.shape != (jpeg.height, jpeg.width):
+            mask = resize_mask(mask, jpeg.height, jpeg.width)
+        target = block_fractions(mask, blocks_h, blocks_w, jpeg.origin)
+    return BlockGrid(coefficients, table, target)
+
+
+def grid_from_sample(sample: Sample) -> BlockGrid | None:
+    mask = load_mask(sample.mask) if sample.mask is not None else None
+    return grid_from_jpeg(sample.image, mask)
+
+
+def flip_horizontally(grid: BlockGrid) -> BlockGrid:
+    """The grid of the mirrored image: blocks in reverse column order, and each block's odd
+    horizontal frequencies (v odd) change sign. Exact only when the width is a multiple of 8,
+    which a window of whole blocks is."""
+    sign = np.where(np.arange(64) % 2 == 1, -1, 1).astype(np.int16)[:, None, None]
+    return BlockGrid(grid.coefficients[:, :, ::-1] * sign, grid.table,
+                     grid.target[:, ::-1].copy())
+
+
+def window(grid: BlockGrid, size: int, rng: np.random.Generator
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random size x size window of blocks (zero-padded past the image, weight 0 there)."""
+    blocks_h, blocks_w = grid.target.shape
+    top = int(rng.integers(max(blocks_h - size, 0) + 1))
+    left = int(rng.integers(max(blocks_w - size, 0) + 1))
+    rows, cols = slice(top, top + size), slice(left, left + size)
+    coefficients = np.zeros((64, size, size), np.int16)
+    target = np.zeros((size, size), np.float32)
+    weight = np.zeros((size, size), np.float32)
+    part = grid.coefficients[:, rows, cols]
+    h, w = part.shape[1:]
+    coefficients[:, :h, :w] = part
+    target[:h, :w] = grid.target[rows, cols]
+    weight[:h, :w] = 1.0
+    return coefficients, target, weight
+
+
+def as_item(coefficients, table, target, weight):
+    return (torch.from_numpy(np.ascontiguousarray(coefficients)),
+            torch.from_numpy(np.ascontiguousarray(table)),
+            torch.from_numpy(np.ascontiguousarray(target))[None],
+            torch.from_numpy(np.ascontiguousarray(weight))[None])
+
+
+class RealJpegWindows(Dataset):
+    """Windows of real JPEG files (read once, kept in memory: about 2 bytes per pixel);
+    item i of epoch e is fixed by (seed, e, i). Non-JPEG samples are left out."""
+
+    def __init__(self, samples: Sequence[Sample], size: int, seed: int, length: int,
+                 flips: bool = True):
+        self.grids = [g for g in (grid_from_sample(s) for s in samples) if g is not None]
+        if not self.grids:
+            raise ValueError("no JPEG among the training samples")
+        self.size, self.seed, self.length, self.flips, self.epoch = size, seed, length, flips, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng([self.seed, self.epoch, index, 1])
+        grid = self.grids[int(rng.integers(len(self.grids)))]
+        if self.flips and rng.random() < 0.5:
+            grid = flip_horizontally(grid)
+        return as_item(*window_with_table(grid, self.size, rng))
+
+
+def window_with_table(grid: BlockGrid, size: int, rng: np.random.Generator):
+    coefficients, target, weight = window(grid, size, rng)
+    return coefficients, grid.table, target, weight
+
+
+class SyntheticJpegWindows(Dataset):
+    """Windows of synthetic forgeries with real compression histories (jpeg_history)."""
+
+    def __init__(self, photo_roots: Sequence[str], size: int, seed: int, length: int):
+        from .jpeg_history import JpegHistorySynthesizer
+        from .synth import PhotoLibrary
+
+        self.synthesizer = JpegHistorySynthesizer(PhotoLibrary(photo_roots))
+        self.size, self.seed, self.length, self.epoch = size, seed, length, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        forgery = self.synthesizer.sample(self.epoch * self.length + index, self.seed)
+        grid = grid_from_jpeg(forgery.jpeg, forgery.mask)
+        rng = np.random.default_rng([self.seed, self.epoch, index, 2])
+        return as_item(*window_with_table(grid, self.size, rng))
