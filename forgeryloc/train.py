@@ -24,10 +24,12 @@ from .cpu import keep_large_allocations
 from .data.datasets import Sample, SegmentationDataset, read_dataset, split_holdout
 from .evaluate import evaluate_samples
 from .model.loss import m2sformer_loss
-from .model.m2sformer import M2SFormer, build_model
+from .model.encoders import input_normalization
+from .model.m2sformer import M2SFormer, build_model, get_config
 from .predict import Predictor
 from .preprocess import resize_mask, resize_rgb, to_tensor
-from .weights import CheckpointInfo, IMAGENET_MEAN, IMAGENET_STD, load_model, save_checkpoint
+from .weights import (CheckpointInfo, IMAGENET_MEAN, IMAGENET_STD, load_model, read_checkpoint,
+                      save_checkpoint)
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +71,20 @@ class TrainConfig:
 class SyntheticForgeries(Dataset):
     """Synthetic forgeries made on the fly: item i of epoch e is fixed by (seed, e, i)."""
 
-    def __init__(self, photo_roots: Sequence[str], size: int, seed: int, length: int):
+    def __init__(self, photo_roots: Sequence[str], size: int, seed: int, length: int,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
         from .data.synth import ForgerySynthesizer, PhotoLibrary
 
         self.synthesizer = ForgerySynthesizer(PhotoLibrary(photo_roots))
         self.size, self.seed, self.length, self.epoch = size, seed, length, 0
+        self.mean, self.std = mean, std
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int):
         forgery = self.synthesizer.sample(self.epoch * self.length + index, self.seed)
-        image = to_tensor(resize_rgb(forgery.image, self.size, self.size), IMAGENET_MEAN,
-                          IMAGENET_STD)
+        image = to_tensor(resize_rgb(forgery.image, self.size, self.size), self.mean, self.std)
         mask = torch.from_numpy(resize_mask(forgery.mask, self.size, self.size)).float()[None]
         return image, mask, index
 
@@ -191,15 +194,25 @@ class Trainer:
             val = read_dataset(c.val)
         sources = []
         if train:
-            sources.append((SegmentationDataset(train, c.size, IMAGENET_MEAN, IMAGENET_STD,
+            sources.append((SegmentationDataset(train, c.size, self.mean, self.std,
                                                 augment=c.augment, seed=c.seed), c.dataset_weight))
         epoch_size = c.epoch_size or max(len(train), 1000)
         if c.synth_photos:
-            sources.append((SyntheticForgeries(c.synth_photos, c.size, c.seed, epoch_size),
-                            c.synth_weight))
+            sources.append((SyntheticForgeries(c.synth_photos, c.size, c.seed, epoch_size,
+                                               self.mean, self.std), c.synth_weight))
         if not sources:
             raise ValueError("no training data: give --data folders and/or --synth photo folders")
         return MixedEpoch(sources, epoch_size, c.seed), train, val
+
+    def _normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The input statistics: a checkpoint's own when continuing one, else those the
+        architecture's encoder weights expect."""
+        c = self.config
+        start = c.resume or c.init_weights
+        if start:
+            info = read_checkpoint(start)[1]
+            return tuple(info.mean), tuple(info.std)
+        return input_normalization(get_config(c.arch))
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> dict:
@@ -213,6 +226,7 @@ class Trainer:
         device = self._device()
         if device.type == "cpu":
             keep_large_allocations()
+        self.mean, self.std = self._normalization()
         mixed, train_samples, val_samples = self._data()
 
         state = {"step": 0, "epoch": 0, "elapsed": 0.0, "best_dsc": -1.0, "history": []}
@@ -361,7 +375,7 @@ class Trainer:
                               device=os.environ.get("FORGERYLOC_TRAIN_HARDWARE", ""))
         if metrics:
             provenance["validation"] = metrics
-        return CheckpointInfo(config=self.model_config,
+        return CheckpointInfo(config=self.model_config, mean=self.mean, std=self.std,
                               input_size=c.size, provenance=provenance,
                               embeddings="stand-in (random, fixed seed), learned against")
 

@@ -44,3 +44,16 @@ def build_encoder(config: M2SFormerConfig) -> nn.Module:
         raise ValueError(f"encoder {config.encoder} gives widths {widths}, but the config's "
                          f"embed_dims are {tuple(config.embed_dims)}")
     return encoder
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def input_normalization(config: M2SFormerConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the inputs the encoder's ImageNet weights were trained with: the Lite
+    release's (x - 127) / 128 for EfficientNet-Lite, ImageNet statistics for PVT-v2."""
+    if config.encoder in LITE_VARIANTS:
+        from .efficientnet_lite import INPUT_MEAN, INPUT_STD
+        return INPUT_MEAN, INPUT_STD
+    return IMAGENET_MEAN, IMAGENET_STD
