@@ -354,6 +354,57 @@ def train_jpeg(
 
 
 @app.command()
+def fuse(
+    weights: Path = typer.Option(..., "--weights", help="The RGB network's checkpoint."),
+    jpeg: Path = typer.Option(..., "--jpeg", help="A JPEG stream from `train-jpeg`."),
+    output: Path = typer.Option(..., "-o", "--output", help="The fused checkpoint to write."),
+    data: List[Path] = typer.Option([], "--data", help="Dataset whose training split (the "
+                                    "held-back share excluded) fits the fusion (repeat)."),
+    val_fraction: float = typer.Option(0.25, min=0.0, max=0.9, help="As in training: this "
+                                       "source-grouped share is never used here."),
+    group_pattern: Optional[str] = typer.Option(None, metavar="REGEX"),
+    synth_photos: List[Path] = typer.Option([], "--synth", help="Photos for fresh synthetic "
+                                            "compression histories in the fit (repeat)."),
+    synth_count: int = typer.Option(200, min=0),
+    seed: int = typer.Option(0),
+) -> None:
+    """Attach a JPEG stream to a network and fit their late fusion on training images."""
+    from .data.datasets import read_dataset, split_holdout
+    from .fuse import attach_stream, fit_fusion, set_fusion
+    from .predict import Predictor
+    from .train_jpeg import load_stream
+    from .weights import CheckpointError, load_model, save_checkpoint
+
+    try:
+        model, card = load_model(weights)
+        stream, stream_provenance = load_stream(jpeg)
+        samples = []
+        for root in data:
+            samples += split_holdout(read_dataset(root), val_fraction, seed, group_pattern)[0]
+        synthetic = []
+        if synth_photos and synth_count:
+            from .data.jpeg_history import JpegHistorySynthesizer
+            from .data.synth import PhotoLibrary
+            synthesizer = JpegHistorySynthesizer(PhotoLibrary([str(p) for p in synth_photos]))
+            synthetic = [synthesizer.sample(i, seed + 7919) for i in range(synth_count)]
+        fused = attach_stream(model, stream)
+        fitted, summary = fit_fusion(Predictor(fused, card, "cpu"), samples, synthetic, seed)
+    except (CheckpointError, ValueError) as error:
+        raise fail(str(error))
+    set_fusion(fused, fitted)
+    card.config = fused.config
+    card.provenance = {"rgb": card.provenance, "jpeg_stream": stream_provenance,
+                       "fusion": {"weights (a0, c0, a1, b, c1)": [round(w, 5) for w in fitted],
+                                  "fitted on": f"{len(samples)} training-split images of "
+                                  f"{', '.join(p.name for p in data) or 'no dataset'} and "
+                                  f"{len(synthetic)} synthetic compression histories",
+                                  **summary}}
+    save_checkpoint(fused, card, output)
+    err_console.print(f"wrote {output}: fusion weights (a0, c0, a1, b, c1) = "
+                      f"{', '.join(f'{w:.3f}' for w in fitted)}", highlight=False)
+
+
+@app.command()
 def evaluate(
     dataset: Path = typer.Argument(..., help="Dataset folder (tampered/, masks/, authentic/), "
                                    "CASIA or COVERAGE folder, or JSON list of pairs."),
@@ -371,6 +422,9 @@ def evaluate(
     seed: int = typer.Option(0, help="Seed of the held-out split (with --holdout)."),
     group_pattern: Optional[str] = typer.Option(None, metavar="REGEX", help="Source-photo ids "
                                                 "of the split, as for train."),
+    without_jpeg: bool = typer.Option(False, "--without-jpeg", help="Withhold the files' JPEG "
+                                      "evidence (a model with a JPEG stream then measures its "
+                                      "pixel-only path, as on PNG inputs)."),
 ) -> None:
     """Measure a checkpoint the way the literature does (paper protocol, and more)."""
     from .data.datasets import read_dataset, split_holdout
@@ -386,7 +440,8 @@ def evaluate(
         predictor = Predictor(model, card, pick_device(device))
     except (CheckpointError, ValueError) as error:
         raise fail(str(error))
-    result = evaluate_samples(predictor, samples, batch_size=batch_size, threshold=threshold)
+    result = evaluate_samples(predictor, samples, batch_size=batch_size, threshold=threshold,
+                              use_jpeg=not without_jpeg)
     if output is not None:
         write_evaluation(result, output)
     summary = result.summary

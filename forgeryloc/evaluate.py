@@ -16,7 +16,8 @@ import torch
 from . import metrics
 from .data.datasets import Sample, load_pair
 from .imaging import ImageReadError
-from .predict import Predictor, image_score
+from .jpeg_input import read_jpeg_input
+from .predict import Finding, Predictor, image_score
 from .preprocess import resize_mask
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,13 @@ PROTOCOL = ("paper protocol: images and masks resized to {size}x{size}, predicti
 class EvaluationResult:
     summary: dict
     rows: list[dict] = field(default_factory=list)
+
+
+def resize_probability(prob: np.ndarray, size: int) -> np.ndarray:
+    """H x W probabilities -> size x size (bilinear, as the network's inputs are made)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(prob, dtype=np.float32))[None, None]
+    return torch.nn.functional.interpolate(tensor, size=(size, size), mode="bilinear",
+                                           align_corners=False)[0, 0].numpy()
 
 
 def centred_blob(height: int, width: int) -> np.ndarray:
@@ -106,8 +114,9 @@ class MetricsCollector:
 
 def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 8,
                      threshold: float | None = None, score_threshold: float | None = None,
-                     progress=None) -> EvaluationResult:
-    """Runs the predictor over `samples` and computes every metric."""
+                     progress=None, use_jpeg: bool = True) -> EvaluationResult:
+    """Runs the predictor over `samples` and computes every metric. use_jpeg=False withholds
+    the files' JPEG evidence from a model with a JPEG stream (its pixel-only path)."""
     threshold = PAPER_THRESHOLD if threshold is None else threshold
     score_threshold = (predictor.info.score_threshold if score_threshold is None
                        else score_threshold)
@@ -126,8 +135,14 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
         outputs = predictor.forward(batch)
         for i, (sample, rgb, mask) in enumerate(pairs):
             height, width = rgb.shape[:2]
-            prob_small = outputs["probability"][i, 0].numpy()
-            prob_native = predictor.finding_from_resized(outputs, i, height, width).probability
+            maps = predictor.maps_from_resized(outputs, i, height, width)
+            if predictor.jpeg_stream is None:
+                prob_small = outputs["probability"][i, 0].numpy()
+                prob_native = Finding.from_maps(maps).probability
+            else:  # the fused map exists at the image's size only: resized like the masks
+                jpeg = read_jpeg_input(sample.image)[0] if use_jpeg else None
+                prob_native = Finding.from_maps(predictor.with_jpeg(maps, jpeg)).probability
+                prob_small = resize_probability(prob_native, predictor.size)
             collector.add(sample, prob_small, prob_native, mask)
         if progress is not None:
             progress(len(pairs))

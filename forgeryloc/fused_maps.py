@@ -2,9 +2,9 @@
 
 The RGB network's probability (from ResizedMaps or TiledMaps, at the image's own size) and the
 JPEG stream's block logits (one per 8x8 block of the file's grid, bilinear between block
-centres) are combined per pixel by the checkpoint's late fusion:
-    p = sigmoid(a * logit(p_rgb) + present * (b * jpeg_logit + c)).
-Without JPEG evidence (present = 0) the map is sigmoid(a * logit(p_rgb)).
+centres) are combined per pixel by the checkpoint's late fusion (model.jpeg_stream.LateFusion):
+    p = sigmoid(a1 * logit(p_rgb) + b * jpeg_logit + c1), and without JPEG evidence
+    p = sigmoid(a0 * logit(p_rgb) + c0).
 """
 from __future__ import annotations
 
@@ -36,14 +36,26 @@ def sample_blocks(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nd
     return mixed[:, c0] + (mixed[:, c1] - mixed[:, c0]) * wc    # r x c
 
 
+def sample_points(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """grid Hb x Wb sampled at n pixel points (rows[i], cols[i]) -> n values."""
+    r0, r1, wr = block_taps(rows, grid.shape[0])
+    c0, c1, wc = block_taps(cols, grid.shape[1])
+    top = grid[r0, c0] + (grid[r0, c1] - grid[r0, c0]) * wc
+    bottom = grid[r1, c0] + (grid[r1, c1] - grid[r1, c0]) * wc
+    return top + (bottom - top) * wr
+
+
 def fuse(probability: np.ndarray, jpeg_logits: np.ndarray | None,
-         weights: tuple[float, float, float]) -> np.ndarray:
-    """Per-pixel late fusion of an RGB probability map with JPEG logits of the same shape."""
-    a, b, c = weights
+         weights: tuple[float, ...]) -> np.ndarray:
+    """Per-pixel late fusion of an RGB probability map with JPEG logits of the same shape
+    (None: no JPEG evidence); weights (a0, c0, a1, b, c1)."""
+    a0, c0, a1, b, c1 = weights
     clipped = np.clip(probability, EPSILON, 1 - EPSILON)
-    logits = a * (np.log(clipped) - np.log1p(-clipped))
-    if jpeg_logits is not None:
-        logits += b * jpeg_logits + c
+    rgb_logits = np.log(clipped) - np.log1p(-clipped)
+    if jpeg_logits is None:
+        logits = a0 * rgb_logits + c0
+    else:
+        logits = a1 * rgb_logits + b * jpeg_logits + c1
     return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
 
@@ -51,8 +63,10 @@ class FusedMaps:
     """ImageMaps whose probability is the fusion of `inner`'s with the JPEG block logits."""
 
     def __init__(self, inner: ImageMaps, jpeg_logits: np.ndarray | None,
-                 weights: tuple[float, float, float]):
-        self.inner, self.jpeg_logits, self.weights = inner, jpeg_logits, weights
+                 weights: tuple[float, ...], origin: tuple[int, int] = (0, 0)):
+        """jpeg_logits: Hb x Wb, block (0, 0)'s corner at pixel `origin` (each in (-8, 0])."""
+        self.inner, self.jpeg_logits, self.weights = inner, jpeg_logits, tuple(weights)
+        self.origin = origin
         self.height, self.width = inner.height, inner.width
 
     @property
@@ -66,7 +80,7 @@ class FusedMaps:
     def _jpeg_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
         if self.jpeg_logits is None:
             return None
-        return sample_blocks(self.jpeg_logits, rows, cols)
+        return sample_blocks(self.jpeg_logits, rows - self.origin[0], cols - self.origin[1])
 
     def bands(self) -> Iterator[MapBand]:
         cols = np.arange(self.width)

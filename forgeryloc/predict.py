@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 from .cpu import keep_large_allocations
+from .fused_maps import FusedMaps
+from .jpeg_input import JpegInput
 from .maps import ImageMaps, ResizedMaps, TiledMaps, image_shape, nearest, robust_curvature
 from .model.m2sformer import HARD, M2SFormer
 from .preprocess import resize_rgb, to_tensor
@@ -19,6 +21,11 @@ from .weights import CheckpointInfo
 # probability separated tampered from authentic images (AUC 0.58), while the maximum and the
 # top 0.1/1/5% means ranked them the wrong way round (AUC 0.37-0.38).
 IMAGE_SCORE_DEFINITION = "mean of the pixel probabilities"
+
+# The JPEG stream runs on grids up to this many blocks at once (a 16 MP photo), larger ones in
+# overlapping windows: its one-hot input takes ~5 KB a block.
+STREAM_WINDOW = 512
+STREAM_MARGIN = 32  # blocks of context kept on each side of a window (receptive radius 21)
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -42,6 +49,14 @@ def pick_device(requested: str = "auto") -> torch.device:
 def image_score(prob: np.ndarray | torch.Tensor) -> float:
     """How strongly the image as a whole looks manipulated (see IMAGE_SCORE_DEFINITION)."""
     return float(np.asarray(prob, dtype=np.float32).mean(dtype=np.float64))
+
+
+def _stream_spans(length: int) -> list[tuple[int, int]]:
+    """The JPEG stream's windows along one axis of the block grid (start, stop)."""
+    if length <= STREAM_WINDOW:
+        return [(0, length)]
+    step = STREAM_WINDOW - 2 * STREAM_MARGIN
+    return [(start, min(start + step, length)) for start in range(0, length, step)]
 
 
 @dataclass
@@ -92,6 +107,41 @@ class Predictor:
         use_amp = mixed_precision and self.device.type == "cuda"
         self._autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp \
             else contextlib.nullcontext
+
+    @property
+    def jpeg_stream(self):
+        """The checkpoint's JPEG-domain stream, or None for an RGB-only model."""
+        return getattr(self.network, "jpeg_stream", None)
+
+    @property
+    def fusion_weights(self) -> tuple[float, ...]:
+        return tuple(float(w) for w in self.network.fusion.weights.detach().cpu())
+
+    @torch.inference_mode()
+    def jpeg_block_logits(self, jpeg: JpegInput) -> np.ndarray:
+        """Hb x Wb logits of the JPEG stream for one file; a large grid goes through windows
+        with STREAM_MARGIN blocks of context, so every block's logit is the whole grid's
+        (the stream is convolutional with a reach of 21 blocks)."""
+        coefficients, table = jpeg.coefficients, jpeg.table.to(self.device)[None]
+        blocks_h, blocks_w = coefficients.shape[1:]
+        out = np.empty((blocks_h, blocks_w), np.float32)
+        for top, bottom in _stream_spans(blocks_h):
+            for left, right in _stream_spans(blocks_w):
+                y0, x0 = max(top - STREAM_MARGIN, 0), max(left - STREAM_MARGIN, 0)
+                y1 = min(bottom + STREAM_MARGIN, blocks_h)
+                x1 = min(right + STREAM_MARGIN, blocks_w)
+                window = coefficients[:, y0:y1, x0:x1][None].to(self.device)
+                logits = self.jpeg_stream(window, table)[0][0, 0].float().cpu().numpy()
+                out[top:bottom, left:right] = logits[top - y0:bottom - y0, left - x0:right - x0]
+        return out
+
+    def with_jpeg(self, maps: ImageMaps, jpeg: JpegInput | None) -> ImageMaps:
+        """The maps with the JPEG evidence fused in (RGB-only models: the maps as they are)."""
+        if self.jpeg_stream is None:
+            return maps
+        logits = self.jpeg_block_logits(jpeg) if jpeg is not None else None
+        return FusedMaps(maps, logits, self.fusion_weights,
+                         jpeg.origin if jpeg is not None else (0, 0))
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """H x W x 3 uint8 -> 3 x S x S model input (the paper's resize protocol)."""

@@ -41,7 +41,7 @@ OUTPUT_KEYS = ("overlay", "mask", "prob", "difficulty")
 CSV_COLUMNS = (
     "path", "relative_path", "sha256", "bytes", "width", "height", "format", "mode",
     *(f"exif_{key}" for key in EXIF_KEYS),
-    "score", "area", "flagged", "difficulty_label", "difficulty_score",
+    "score", "area", "flagged", "difficulty_label", "difficulty_score", "jpeg_evidence",
     *(f"output_{key}" for key in OUTPUT_KEYS),
     "error",
 )

@@ -30,6 +30,7 @@ from .atomic import FileSet, deferred_commits
 from .discover import InputEntry
 from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_picture, one_line,
                       read_bytes, sha256_bytes)
+from .jpeg_input import JpegInput, read_jpeg_input
 from .maps import ImageMaps
 from .png import PngStream
 from .predict import Predictor
@@ -60,6 +61,7 @@ class ScanSettings:
     mixed_precision: bool = True
     compile: bool = False             # torch.compile: faster after warm-up, other last bits
     thumbnails: bool = True           # make the report's previews while the pictures are made
+    jpeg_stream: bool = False         # the model reads JPEG files' coefficients (set from it)
 
     def fingerprint(self) -> dict:
         """The settings that change results (a resumed scan must use the same)."""
@@ -88,6 +90,9 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
             item["done"] = True
             return item
         picture, meta = decode_picture(data, settings.max_pixels)
+        if settings.jpeg_stream:  # the file's own block grid, oriented like the pixels
+            item["jpeg"], item["jpeg_evidence"] = read_jpeg_input(data, settings.max_pixels,
+                                                                  meta.orientation)
         del data
     except ImageReadError as error:
         item["error"] = str(error)
@@ -172,16 +177,27 @@ def predict_items(predictor: Predictor, items: list[dict],
         return []
     if settings.mode == "tile":
         tile_batch = 1 if predictor.device.type == "cpu" else settings.batch_size
-        return [partial(predictor.tiled_maps, _pixels(item.pop("rgb")), settings.tile_overlap,
-                        tile_batch, tuple(item["preview"].shape[:2])) for item in items]
-    outputs = _forward(predictor, [item.pop("input") for item in items])
-    makers = []
-    for j, item in enumerate(items):
-        single = {k: v[j:j + 1] for k, v in outputs.items()}
-        meta = item["meta"]
-        makers.append(partial(predictor.maps_from_resized, single, 0, meta["height"],
-                              meta["width"]))
-    return makers
+        makers = [partial(predictor.tiled_maps, _pixels(item.pop("rgb")), settings.tile_overlap,
+                          tile_batch, tuple(item["preview"].shape[:2])) for item in items]
+    else:
+        outputs = _forward(predictor, [item.pop("input") for item in items])
+        makers = []
+        for j, item in enumerate(items):
+            single = {k: v[j:j + 1] for k, v in outputs.items()}
+            meta = item["meta"]
+            makers.append(partial(predictor.maps_from_resized, single, 0, meta["height"],
+                                  meta["width"]))
+    if predictor.jpeg_stream is None:
+        return makers
+    return [partial(_with_jpeg, predictor, maker, item.pop("jpeg", None))
+            for maker, item in zip(makers, items)]
+
+
+def _with_jpeg(predictor: Predictor, make_maps: Callable[[], ImageMaps],
+               jpeg: JpegInput | None) -> ImageMaps:
+    """The RGB maps with the file's JPEG evidence fused in (in both scan modes the stream
+    reads the file at its own grid; its map is brought to the image's size like the others)."""
+    return predictor.with_jpeg(make_maps(), jpeg)
 
 
 def _pixels(rgb: torch.Tensor | Image.Image) -> np.ndarray | Image.Image:
@@ -196,7 +212,9 @@ def base_record(entry: InputEntry, item: dict) -> dict:
             "width": meta.get("width"), "height": meta.get("height"),
             "format": meta.get("format"), "mode": meta.get("mode"),
             "exif": meta.get("exif", {}), "score": None, "area": None, "flagged": None,
-            "difficulty": None, "outputs": None, "error": item.get("error")}
+            "difficulty": None, "outputs": None,
+            # A model with a JPEG stream: "used", or why the file gave no JPEG evidence.
+            "jpeg_evidence": item.get("jpeg_evidence"), "error": item.get("error")}
 
 
 def image_outcome(out: Path, entry: InputEntry, item: dict, maps: ImageMaps,

@@ -116,7 +116,8 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         batch_size=request.batch_size, max_pixels=request.max_pixels,
         workers=default_workers() if request.workers is None else request.workers,
         tile_overlap=request.tile_overlap, compile=request.compile,
-        thumbnails=request.thumbnails)
+        thumbnails=request.thumbnails,
+        jpeg_stream=getattr(model.config, "jpeg_stream", None) is not None)
     weights_sha256 = sha256_file(weights)
     header = {"tool": f"forgeryloc {__version__}", "weights_sha256": weights_sha256,
               "settings": settings.fingerprint()}

@@ -17,7 +17,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from .data.datasets import Sample, load_pair, read_dataset, split_holdout
 from .data.jpeg_blocks import RealJpegWindows, SyntheticJpegWindows, grid_from_sample
-from .evaluate import PAPER_THRESHOLD, MetricsCollector
+from .evaluate import PAPER_THRESHOLD, MetricsCollector, resize_probability
 from .imaging import ImageReadError
 from .model.jpeg_stream import JpegStream, JpegStreamConfig
 
@@ -72,12 +72,6 @@ def block_probability_to_pixels(block_logits: torch.Tensor, height: int, width: 
     up = F.interpolate(block_logits.float(), size=(blocks_h * 8, blocks_w * 8), mode="bilinear",
                        align_corners=False)
     return torch.sigmoid(up)[0, 0, :height, :width].cpu().numpy()
-
-
-def resize_probability(prob: np.ndarray, size: int) -> np.ndarray:
-    tensor = torch.from_numpy(prob)[None, None]
-    return F.interpolate(tensor, size=(size, size), mode="bilinear",
-                         align_corners=False)[0, 0].numpy()
 
 
 @torch.no_grad()

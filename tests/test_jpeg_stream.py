@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from forgeryloc.fused_maps import FusedMaps, fuse, sample_blocks
+from forgeryloc.fused_maps import FusedMaps, fuse, sample_blocks, sample_points
 from forgeryloc.maps import ResizedMaps
 from forgeryloc.model.jpeg_stream import JpegStream, JpegStreamConfig, LateFusion, zigzag_order
 
@@ -47,12 +47,19 @@ def test_block_sampling_matches_torch_upsampling_by_eight():
     np.testing.assert_allclose(got, expected[:37, :53], atol=1e-5)
 
 
+def test_point_sampling_agrees_with_grid_sampling():
+    grid = np.random.default_rng(2).normal(size=(6, 9)).astype(np.float32)
+    rows, cols = np.array([0, 5, 17, 47, 30]), np.array([3, 71, 0, 40, 12])
+    expected = sample_blocks(grid, np.arange(48), np.arange(72))[rows, cols]
+    np.testing.assert_allclose(sample_points(grid, rows, cols), expected, atol=1e-6)
+
+
 def test_fused_maps_follow_the_fusion_rule_band_by_band_and_in_previews():
     rng = np.random.default_rng(1)
     small = rng.uniform(0.05, 0.95, size=(32, 32)).astype(np.float32)
     inner = ResizedMaps(small, np.zeros((32, 32), np.float32), 40, 56, 0.2, "easy")
     blocks = rng.normal(size=(5, 7)).astype(np.float32)
-    weights = (0.7, 1.3, -0.2)
+    weights = (0.9, 0.1, 0.7, 1.3, -0.2)
     fused = FusedMaps(inner, blocks, weights)
     whole = np.concatenate([band.probability for band in fused.bands()])
     rgb = np.concatenate([band.probability for band in inner.bands()])
@@ -62,19 +69,27 @@ def test_fused_maps_follow_the_fusion_rule_band_by_band_and_in_previews():
                                atol=1e-5)
     preview, _ = fused.preview(40, 56)
     np.testing.assert_allclose(preview, whole, atol=1e-5)
-    # Without JPEG evidence and with a = 1 the RGB map passes unchanged.
-    plain = FusedMaps(inner, None, (1.0, 5.0, 5.0))
+    # Without JPEG evidence the RGB weights alone apply; a0 = 1, c0 = 0 pass the map as it is.
+    plain = FusedMaps(inner, None, (1.0, 0.0, 5.0, 5.0, 5.0))
     np.testing.assert_allclose(np.concatenate([b.probability for b in plain.bands()]), rgb,
                                atol=1e-5)
+    shifted = FusedMaps(inner, blocks, weights, origin=(-3, -5))
+    first = next(shifted.bands()).probability
+    jpeg_shifted = sample_blocks(blocks, np.arange(40) + 3, np.arange(56) + 5)
+    np.testing.assert_allclose(first, 1 / (1 + np.exp(-(0.7 * logit + 1.3 * jpeg_shifted - 0.2)))[
+        :len(first)], atol=1e-5)
 
 
 def test_late_fusion_module_and_numpy_rule_agree():
     fusion = LateFusion()
     with torch.no_grad():
-        fusion.weights.copy_(torch.tensor([0.5, 2.0, -1.0]))
+        fusion.weights.copy_(torch.tensor([0.8, 0.3, 0.5, 2.0, -1.0]))
     rgb = torch.tensor([[-2.0, 0.0, 3.0]])
     jpeg = torch.tensor([[1.0, -1.0, 0.5]])
     expected = torch.sigmoid(fusion(rgb, jpeg)).detach().numpy()
-    got = fuse(torch.sigmoid(rgb).numpy(), jpeg.numpy(), (0.5, 2.0, -1.0))
-    np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert torch.allclose(fusion(rgb, None), 0.5 * rgb)
+    weights = (0.8, 0.3, 0.5, 2.0, -1.0)
+    np.testing.assert_allclose(fuse(torch.sigmoid(rgb).numpy(), jpeg.numpy(), weights), expected,
+                               atol=1e-5)
+    assert torch.allclose(fusion(rgb, None), 0.8 * rgb + 0.3)
+    np.testing.assert_allclose(fuse(torch.sigmoid(rgb).numpy(), None, weights),
+                               torch.sigmoid(0.8 * rgb + 0.3).numpy(), atol=1e-5)

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..jpeg_coefficients import JpegCoefficients, read_jpeg_coefficients
+from ..jpeg_coefficients import read_jpeg_coefficients
+from ..jpeg_input import coefficient_planes
 from .datasets import Sample
 from ..imaging import load_mask
 from ..preprocess import resize_mask
@@ -25,15 +26,6 @@ class BlockGrid:
     coefficients: np.ndarray
     table: np.ndarray
     target: np.ndarray
-
-
-def coefficient_planes(jpeg: JpegCoefficients) -> tuple[np.ndarray, np.ndarray]:
-    """(64 x Hb x Wb int16 coefficients, 64 float32 table), both in natural u * 8 + v order."""
-    luma = np.asarray(jpeg.luma)                                    # Hb x Wb x 8 x 8
-    blocks_h, blocks_w = luma.shape[:2]
-    planes = luma.reshape(blocks_h, blocks_w, 64).transpose(2, 0, 1)  # 64 x Hb x Wb
-    return np.ascontiguousarray(planes, dtype=np.int16), \
-        np.asarray(jpeg.luma_table, dtype=np.float32).reshape(64)
 
 
 def block_fractions(mask: np.ndarray, blocks_h: int, blocks_w: int,

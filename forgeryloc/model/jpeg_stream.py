@@ -87,17 +87,18 @@ class JpegStream(nn.Module):
 class LateFusion(nn.Module):
     """Per-pixel logistic fusion of the RGB network's logit and the JPEG stream's logit.
 
-    fused = a * rgb + present * (b * jpeg + c): without JPEG evidence (a PNG, a TIFF, a JPEG
-    whose grid was lost) the fused map is the RGB map scaled by a, learned with such inputs.
-    Starts as the RGB map alone plus the JPEG logit."""
+    With JPEG evidence:    a1 * rgb + b * jpeg + c1
+    without (a PNG, a TIFF, a JPEG that cannot be read): a0 * rgb + c0,
+    so a model trained with both cases works as an RGB model on other inputs. Starts as the
+    RGB map plus the JPEG logit."""
 
     def __init__(self):
         super().__init__()
-        self.weights = nn.Parameter(torch.tensor([1.0, 1.0, 0.0]))  # a, b, c
+        self.weights = nn.Parameter(torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0]))  # a0 c0 a1 b c1
 
-    def forward(self, rgb_logits: torch.Tensor, jpeg_logits: torch.Tensor | None,
-                present: torch.Tensor | float = 1.0) -> torch.Tensor:
-        a, b, c = self.weights
+    def forward(self, rgb_logits: torch.Tensor, jpeg_logits: torch.Tensor | None
+                ) -> torch.Tensor:
+        a0, c0, a1, b, c1 = self.weights
         if jpeg_logits is None:
-            return a * rgb_logits
-        return a * rgb_logits + present * (b * jpeg_logits + c)
+            return a0 * rgb_logits + c0
+        return a1 * rgb_logits + b * jpeg_logits + c1

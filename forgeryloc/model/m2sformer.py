@@ -11,6 +11,7 @@ from torch import nn
 from .decoder import Curvature, DecoderStage, difficulty_from_curvature
 from .encoders import build_encoder
 from .encoders.efficientnet_lite import pyramid_widths
+from .jpeg_stream import JpegStream, JpegStreamConfig, LateFusion
 from .m2s_attention import M2SSkipConnection, resize
 
 EASY, HARD = 0, 1
@@ -35,6 +36,11 @@ class M2SFormerConfig:
     embedding_dim: int = 300
     drop_path_rate: float = 0.1
     encoder: str = "pvt_v2"  # a name in model.encoders.ENCODERS (absent from older checkpoints)
+    # The JPEG-domain stream and its late fusion (model/jpeg_stream.py); None: RGB only.
+    jpeg_stream: JpegStreamConfig | None = None
+
+    def with_jpeg_stream(self, stream: JpegStreamConfig) -> "M2SFormerConfig":
+        return dataclasses.replace(self, jpeg_stream=stream)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -45,7 +51,10 @@ class M2SFormerConfig:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown architecture fields: {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        if fields.get("jpeg_stream") is not None:
+            fields["jpeg_stream"] = JpegStreamConfig.from_dict(fields["jpeg_stream"])
+        return cls(**fields)
 
 
 CONFIGS: dict[str, M2SFormerConfig] = {
@@ -104,6 +113,11 @@ class M2SFormer(nn.Module):
         self.decoder = nn.ModuleList(stages)
         self.prediction_head = nn.Conv2d(in_channels, 1, 1)
         self.edge_head = nn.Conv2d(in_channels, 1, 1)
+        # The JPEG file's own evidence: run apart from forward() (it reads the file's block
+        # grid, not the resized pixels) and fused with forward()'s map at the image's size.
+        if c.jpeg_stream is not None:
+            self.jpeg_stream = JpegStream(c.jpeg_stream)
+            self.fusion = LateFusion()
 
     def forward(self, images: torch.Tensor) -> M2SFormerOutput:
         """images: B x 3 x H x W normalised, H and W multiples of 32 (B x 1 is repeated)."""
