@@ -171,6 +171,9 @@ def scan(
                                        "bits (the setting is recorded)."),
     resume: bool = typer.Option(False, "--resume", help="Skip images the output folder's "
                                 "journal already has (same path and SHA-256)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the scan OUTDIR already "
+                                   "holds (without it, or --resume, such an OUTDIR is "
+                                   "refused)."),
     jsonl: bool = typer.Option(False, "--jsonl", help="Print one JSON object per image on "
                                "stdout as soon as it is done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -196,7 +199,7 @@ def scan(
                           threshold=threshold, flag_threshold=flag_threshold,
                           batch_size=batch_size, workers=workers, device=device,
                           max_pixels=max_pixels, tile_overlap=tile_overlap,
-                          compile=compile_model, resume=resume,
+                          compile=compile_model, resume=resume, overwrite=overwrite,
                           jsonl=jsonl, quiet=quiet, thumbnails=not no_thumbnails,
                           allow_output_in_input=allow_output_in_input,
                           command_line=sys.argv, ray=ray, ray_actors=ray_actors)

@@ -19,7 +19,8 @@ from . import __version__
 from .discover import DiscoveryError, is_within, discover_inputs
 from .imaging import one_line
 from .predict import IMAGE_SCORE_DEFINITION, Predictor, pick_device
-from .scan import CPU_GROUP, OutputError, ScanSettings, run_scan
+from .report import REPORT_JSON
+from .scan import CPU_GROUP, JOURNAL_NAME, OutputError, ScanSettings, run_scan
 from .weights import CheckpointError, default_weights_path, load_model, sha256_file
 
 EXIT_OK, EXIT_USAGE, EXIT_UNREADABLE, EXIT_OUTPUT = 0, 2, 3, 4
@@ -40,6 +41,7 @@ class ScanRequest:
     tile_overlap: float = 0.25
     compile: bool = False
     resume: bool = False
+    overwrite: bool = False  # replace the scan an output folder already holds
     jsonl: bool = False
     quiet: bool = False
     thumbnails: bool = True
@@ -57,6 +59,11 @@ def default_workers() -> int:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
     return max(1, min(8, cpus))
+
+
+def holds_scan(output: Path) -> bool:
+    """Whether a folder holds a scan, finished (its report) or not (its journal)."""
+    return any((output / name).exists() for name in (REPORT_JSON, JOURNAL_NAME))
 
 
 def _error(console: Console, message: str) -> None:
@@ -81,6 +88,14 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     output = Path(request.output)
     if output.exists() and not output.is_dir():
         _error(console, f"{output}: exists and is not a folder")
+        return EXIT_USAGE
+    if request.resume and request.overwrite:
+        _error(console, "--resume and --overwrite exclude each other")
+        return EXIT_USAGE
+    if holds_scan(output) and not (request.resume or request.overwrite):
+        # Earlier results are evidence: never replaced without being asked to.
+        _error(console, f"{output} already holds a scan: use --resume to finish it, or "
+                        f"--overwrite to replace it (or choose another --output)")
         return EXIT_USAGE
     folders = [p for p in request.paths if p != "-" and os.path.isdir(p)]
     # Through links too: an OUTDIR that is a link into an input folder is inside it.

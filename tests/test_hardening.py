@@ -562,9 +562,9 @@ def test_outputs_stay_out_of_the_input_tree_even_through_a_link(tmp_path, tiny_c
     assert refused.exit_code == 2 and "inside the input folder" in refused.output
     assert not list((folder / "results").iterdir())
     # Asked for explicitly, it is allowed, and the outputs are never taken for inputs.
-    for _ in range(2):
+    for again in ([], ["--overwrite"]):
         allowed = scan(folder, "-o", link, "--weights", tiny_checkpoint, "--workers", "0",
-                       "--allow-output-in-input")
+                       "--allow-output-in-input", *again)
         assert allowed.exit_code == 0, allowed.output
         assert [r["relative_path"] for r in report(folder / "results")["images"]] == \
             ["p0.png", "p1.png"]

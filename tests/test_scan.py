@@ -257,3 +257,25 @@ def test_an_image_gets_the_same_numbers_whatever_shares_its_forward(folder, tmp_
         outputs[name] = [(tmp_path / "out" / name / f"a.jpg.{kind}.png").read_bytes()
                          for kind in ("prob", "mask", "overlay")]
     assert outputs["alone"] == outputs["crowd"]
+
+
+def test_a_folder_holding_a_scan_is_refused_without_resume_or_overwrite(folder, tmp_path,
+                                                                        tiny_checkpoint):
+    (folder / "broken.jpg").unlink()
+    out = tmp_path / "out"
+    args = [folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0"]
+    assert _scan(args).exit_code == 0
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    again = _scan(args)
+    assert again.exit_code == 2, again.output
+    lines = [line for line in again.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--resume" in lines[0] and "--overwrite" in lines[0], lines
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()}
+    assert after == before, "nothing of the earlier scan is touched"
+    assert _scan([*args, "--resume", "--overwrite"]).exit_code == 2
+    # An interrupted scan (a journal, no report yet) is a scan too.
+    (out / "report.json").unlink()
+    assert _scan(args).exit_code == 2
+    replaced = _scan([*args, "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert len(_report(out)["images"]) == 4
