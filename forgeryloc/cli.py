@@ -137,7 +137,8 @@ NAME.prob.png (16-bit probability) and NAME.difficulty.png, plus report.json, re
 report.html and journal.jsonl for the whole batch. Inputs are only ever read.
 
 Exit codes: 0 all done; 1 with --fail-on-flag when an image was flagged; 2 usage error
-(or unusable weights); 3 some inputs could not be read; 4 the outputs could not be written.
+(or unusable weights); 3 some inputs were missing or could not be read (the rest
+is done); 4 the outputs could not be written.
 With --fail-on-flag, 1 is returned instead of 3 when an image was flagged.
 """
 

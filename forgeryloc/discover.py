@@ -22,17 +22,25 @@ class InputEntry:
 
 
 class DiscoveryError(ValueError):
-    """An argument names nothing usable (usage error)."""
+    """An argument that cannot be used at all (kept for callers; missing paths are entries)."""
 
 
-def _walk(folder: str, exclude: list[str]) -> list[str | tuple[str, str]]:
+@dataclass(frozen=True)
+class _Problem:
+    """An input that cannot be scanned, reported as an error record."""
+    path: str
+    reason: str
+    named: bool = False  # an argument naming nothing: its record is labelled as it was given
+
+
+def _walk(folder: str, exclude: list[str]) -> list[str | _Problem]:
     """Image-named files under folder; links to folders are not followed (no loops). A
-    folder that cannot be listed comes back as (folder, reason), to be reported, not skipped."""
-    found: list[str | tuple[str, str]] = []
+    folder that cannot be listed comes back as a _Problem, to be reported, not skipped."""
+    found: list[str | _Problem] = []
 
     def unlisted(error: OSError) -> None:
-        found.append((error.filename or folder, "cannot list this folder: "
-                      + one_line(error.strerror or str(error)).lower()))
+        found.append(_Problem(error.filename or folder, "cannot list this folder: "
+                              + one_line(error.strerror or str(error)).lower()))
 
     for current, folders, files in os.walk(folder, onerror=unlisted, followlinks=False):
         folders[:] = sorted(d for d in folders
@@ -60,20 +68,20 @@ def _excluded(path: str, exclude: list[str]) -> bool:
     return any(is_within(path, e) or is_within(real, e) for e in exclude)
 
 
-def _expand(argument: str, exclude: list[str]) -> list[str]:
+def _expand(argument: str, exclude: list[str]) -> list[str | _Problem]:
+    """What an argument names. One that names nothing is a problem of the batch, reported like
+    an unreadable image (the rest is still scanned), not a usage error."""
     if os.path.isdir(argument):
         return _walk(argument, exclude)
     if os.path.lexists(argument):
         return [argument]  # a named file is always tried, whatever its extension
     if GLOB_CHARACTERS & set(argument):
         matches = sorted(glob.glob(argument, recursive=True))
-        files = []
+        files: list[str | _Problem] = []
         for match in matches:
             files.extend(_walk(match, exclude) if os.path.isdir(match) else [match])
-        if not files:
-            raise DiscoveryError(f"{argument}: the pattern matches no file")
-        return files
-    raise DiscoveryError(f"{argument}: no such file or folder")
+        return files or [_Problem(argument, "the pattern matches no file", named=True)]
+    return [_Problem(argument, "no such file or folder", named=True)]
 
 
 def discover_inputs(arguments: Iterable[str], stdin_lines: Iterable[str] = (),
@@ -83,7 +91,7 @@ def discover_inputs(arguments: Iterable[str], stdin_lines: Iterable[str] = (),
     Order: arguments in the order given, each folder sorted; duplicates of the same path are
     dropped. Outputs mirror the inputs relative to their deepest common folder."""
     exclude = [os.path.abspath(e) for e in exclude]
-    paths: list[str | tuple[str, str]] = []
+    paths: list[str | _Problem] = []
     for argument in arguments:
         if argument == "-":
             for line in stdin_lines:
@@ -92,13 +100,19 @@ def discover_inputs(arguments: Iterable[str], stdin_lines: Iterable[str] = (),
                     paths.extend(_expand(line, exclude))
         else:
             paths.extend(_expand(argument, exclude))
-    problems = {os.path.abspath(p[0]): p[1] for p in paths if isinstance(p, tuple)}
-    unique = list(dict.fromkeys(os.path.abspath(p if isinstance(p, str) else p[0])
+    problems = {os.path.abspath(p.path): p for p in paths if isinstance(p, _Problem)}
+    unique = list(dict.fromkeys(os.path.abspath(p if isinstance(p, str) else p.path)
                                 for p in paths))
-    unique = [p for p in unique if not _excluded(p, exclude)]
+    unique = [p for p in unique if p in problems or not _excluded(p, exclude)]
     _real_folder.cache_clear()
-    if not unique:
-        return []
-    root = os.path.commonpath([os.path.dirname(p) for p in unique])
-    return [InputEntry(path=p, relative_path=Path(os.path.relpath(p, root)).as_posix(),
-                       error=problems.get(p)) for p in unique]
+    # Outputs mirror what exists: an argument naming nothing does not move the common folder.
+    existing = [p for p in unique if not (p in problems and problems[p].named)]
+    root = os.path.commonpath([os.path.dirname(p) for p in existing]) if existing else "/"
+    entries = []
+    for path in unique:
+        problem = problems.get(path)
+        relative = problem.path if problem and problem.named \
+            else Path(os.path.relpath(path, root)).as_posix()
+        entries.append(InputEntry(path=path, relative_path=relative,
+                                  error=problem.reason if problem else None))
+    return entries

@@ -90,13 +90,34 @@ def test_exit_codes_for_clean_and_flagged_batches(folder, tmp_path, tiny_checkpo
 
 
 def test_usage_errors_exit_2(folder, tmp_path, tiny_checkpoint):
-    assert _scan([tmp_path / "missing", "-o", tmp_path / "o", "--weights", tiny_checkpoint]).exit_code == 2
     inside = _scan([folder, "-o", folder / "out", "--weights", tiny_checkpoint])
     assert inside.exit_code == 2 and "inside the input folder" in inside.output
     bad_weights = tmp_path / "w.safetensors"
     bad_weights.write_bytes(b"nope")
     assert _scan([folder, "-o", tmp_path / "o", "--weights", bad_weights]).exit_code == 2
     assert _scan([folder, "-o", tmp_path / "o", "--weights", tiny_checkpoint, "--mode", "x"]).exit_code == 2
+
+
+def test_a_missing_path_is_reported_like_an_unreadable_image(folder, tmp_path,
+                                                             tiny_checkpoint):
+    """One line each, an error record each, the rest of the batch scanned, exit 3; the
+    outputs of the existing images keep their places (nothing missing moves the common root)."""
+    out = tmp_path / "out"
+    missing = tmp_path / "nope" / "x.jpg"
+    result = _scan([missing, folder / "a.png", str(tmp_path / "none-*.png"), folder / "a.jpg",
+                    "-o", out, "--weights", tiny_checkpoint, "--workers", "0"])
+    assert result.exit_code == 3, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("skipped")]
+    assert len(lines) == 2 and "no such file or folder" in lines[0], lines
+    assert "the pattern matches no file" in lines[1]
+    records = _report(out)["images"]
+    assert [r["relative_path"] for r in records] == [str(missing), "a.png",
+                                                     str(tmp_path / "none-*.png"), "a.jpg"]
+    assert records[0]["error"] == "no such file or folder" and records[0]["outputs"] is None
+    assert records[1]["error"] is None and (out / "a.png.mask.png").is_file()
+    assert _report(out)["run"]["counts"]["unreadable"] == 2
+    alone = _scan([missing, "-o", tmp_path / "o2", "--weights", tiny_checkpoint])
+    assert alone.exit_code == 3, alone.output
 
 
 def test_stdin_globs_and_jsonl(folder, tmp_path, tiny_checkpoint):
