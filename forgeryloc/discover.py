@@ -33,9 +33,10 @@ class _Problem:
     named: bool = False  # an argument naming nothing: its record is labelled as it was given
 
 
-def _walk(folder: str, exclude: list[str]) -> list[str | _Problem]:
+def _walk(folder: str, exclude: list[str], skipped: list[dict]) -> list[str | _Problem]:
     """Image-named files under folder; links to folders are not followed (no loops). A
-    folder that cannot be listed comes back as a _Problem, to be reported, not skipped."""
+    folder that cannot be listed comes back as a _Problem, to be reported. Everything else
+    found there is added to `skipped` ({"path", "reason"}), so a report accounts for it."""
     found: list[str | _Problem] = []
 
     def unlisted(error: OSError) -> None:
@@ -43,9 +44,26 @@ def _walk(folder: str, exclude: list[str]) -> list[str | _Problem]:
                               + one_line(error.strerror or str(error)).lower()))
 
     for current, folders, files in os.walk(folder, onerror=unlisted, followlinks=False):
-        folders[:] = sorted(d for d in folders
-                            if not _excluded(os.path.join(current, d), exclude))
-        found.extend(os.path.join(current, name) for name in sorted(files) if is_image_name(name))
+        kept = []
+        for name in sorted(folders):
+            path = os.path.join(current, name)
+            if _excluded(path, exclude):
+                skipped.append({"path": os.path.abspath(path),
+                                "reason": "the scan's output folder (not scanned)"})
+            elif os.path.islink(path):
+                skipped.append({"path": os.path.abspath(path),
+                                "reason": "link to a folder (not followed)"})
+            else:
+                kept.append(name)
+        folders[:] = kept
+        for name in sorted(files):
+            path = os.path.join(current, name)
+            if is_image_name(name):
+                found.append(path)
+            else:
+                extension = os.path.splitext(name)[1]
+                skipped.append({"path": os.path.abspath(path), "reason": "not an image file "
+                                f"name ({extension.lower() or 'no extension'})"})
     return found
 
 
@@ -68,38 +86,52 @@ def _excluded(path: str, exclude: list[str]) -> bool:
     return any(is_within(path, e) or is_within(real, e) for e in exclude)
 
 
-def _expand(argument: str, exclude: list[str]) -> list[str | _Problem]:
+def _expand(argument: str, exclude: list[str], skipped: list[dict]) -> list[str | _Problem]:
     """What an argument names. One that names nothing is a problem of the batch, reported like
     an unreadable image (the rest is still scanned), not a usage error."""
     if os.path.isdir(argument):
-        return _walk(argument, exclude)
+        return _walk(argument, exclude, skipped)
     if os.path.lexists(argument):
         return [argument]  # a named file is always tried, whatever its extension
     if GLOB_CHARACTERS & set(argument):
         matches = sorted(glob.glob(argument, recursive=True))
         files: list[str | _Problem] = []
         for match in matches:
-            files.extend(_walk(match, exclude) if os.path.isdir(match) else [match])
+            files.extend(_walk(match, exclude, skipped) if os.path.isdir(match) else [match])
         return files or [_Problem(argument, "the pattern matches no file", named=True)]
     return [_Problem(argument, "no such file or folder", named=True)]
 
 
+@dataclass
+class Discovery:
+    entries: list[InputEntry]   # what a scan tries to read, in order
+    skipped: list[dict]         # {"path", "reason"}: the rest found under the input folders
+
+
 def discover_inputs(arguments: Iterable[str], stdin_lines: Iterable[str] = (),
                     exclude: Iterable[str | Path] = ()) -> list[InputEntry]:
+    """The entries of discover()."""
+    return discover(arguments, stdin_lines, exclude).entries
+
+
+def discover(arguments: Iterable[str], stdin_lines: Iterable[str] = (),
+             exclude: Iterable[str | Path] = ()) -> Discovery:
     """Expands the arguments ('-' reads newline-separated paths from stdin_lines).
 
     Order: arguments in the order given, each folder sorted; duplicates of the same path are
     dropped. Outputs mirror the inputs relative to their deepest common folder."""
     exclude = [os.path.abspath(e) for e in exclude]
     paths: list[str | _Problem] = []
+    skipped: list[dict] = []
     for argument in arguments:
         if argument == "-":
             for line in stdin_lines:
                 line = line.rstrip("\r\n")
                 if line:
-                    paths.extend(_expand(line, exclude))
+                    paths.extend(_expand(line, exclude, skipped))
         else:
-            paths.extend(_expand(argument, exclude))
+            paths.extend(_expand(argument, exclude, skipped))
+    skipped = list({item["path"]: item for item in skipped}.values())  # a folder given twice
     problems = {os.path.abspath(p.path): p for p in paths if isinstance(p, _Problem)}
     unique = list(dict.fromkeys(os.path.abspath(p if isinstance(p, str) else p.path)
                                 for p in paths))
@@ -115,4 +147,4 @@ def discover_inputs(arguments: Iterable[str], stdin_lines: Iterable[str] = (),
             else Path(os.path.relpath(path, root)).as_posix()
         entries.append(InputEntry(path=path, relative_path=relative,
                                   error=problem.reason if problem else None))
-    return entries
+    return Discovery(entries, skipped)

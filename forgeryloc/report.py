@@ -65,9 +65,11 @@ SUMMARY_FIELDS = (
 
 def write_reports(out_dir: str | os.PathLike, run: dict, records: list[dict],
                   thumbnails: bool = True,
-                  previews: Mapping[str, tuple[str, str]] | None = None) -> list[Path]:
-    """Writes report.json, report.csv and report.html into out_dir; returns their paths."""
-    return [write_json(out_dir, run, records), write_csv(out_dir, records),
+                  previews: Mapping[str, tuple[str, str]] | None = None,
+                  skipped: list[dict] = ()) -> list[Path]:
+    """Writes report.json, report.csv and report.html into out_dir; returns their paths.
+    `skipped`: files found under the inputs that are not images ({"path", "reason"})."""
+    return [write_json(out_dir, run, records, skipped), write_csv(out_dir, records),
             write_html(out_dir, run, records, thumbnails, previews)]
 
 
@@ -102,9 +104,12 @@ def plain(value):
     return str(value)
 
 
-def write_json(out_dir: str | os.PathLike, run: dict, records: list[dict]) -> Path:
-    """report.json = {"run": run, "images": records}, sorted keys, indent 2, UTF-8."""
-    document = {"run": plain(run), "images": plain(list(records))}
+def write_json(out_dir: str | os.PathLike, run: dict, records: list[dict],
+               skipped: list[dict] = ()) -> Path:
+    """report.json = {"run": run, "images": records, "skipped": files that are not images},
+    sorted keys, indent 2, UTF-8."""
+    document = {"run": plain(run), "images": plain(list(records)),
+                "skipped": plain(list(skipped))}
     text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
     # backslashreplace turns a lone surrogate into a JSON escape: it reads back unchanged.
     return _write(out_dir, REPORT_JSON, _encode(text + "\n"))

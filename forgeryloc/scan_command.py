@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from . import __version__
-from .discover import DiscoveryError, is_within, discover_inputs
+from .discover import DiscoveryError, discover, is_within
 from .imaging import one_line
 from .predict import IMAGE_SCORE_DEFINITION, Predictor, pick_device
 from .report import REPORT_JSON
@@ -66,6 +66,10 @@ def holds_scan(output: Path) -> bool:
     return any((output / name).exists() for name in (REPORT_JSON, JOURNAL_NAME))
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _error(console: Console, message: str) -> None:
     console.print(f"[bold red]error:[/] {escape(one_line(message))}", highlight=False,
                   soft_wrap=True, emoji=False)
@@ -107,13 +111,15 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         return EXIT_USAGE
     try:
         stdin_lines = sys.stdin if "-" in request.paths else ()
-        entries = discover_inputs(request.paths, stdin_lines,
-                                  exclude=[output, os.path.realpath(output)])
+        discovery = discover(request.paths, stdin_lines,
+                             exclude=[output, os.path.realpath(output)])
     except DiscoveryError as error:
         _error(console, str(error))
         return EXIT_USAGE
+    entries, skipped = discovery.entries, discovery.skipped
     if not entries:
-        _error(console, "no images found in " + ", ".join(request.paths))
+        others = f" ({_plural(len(skipped), 'other file')})" if skipped else ""
+        _error(console, "no images found in " + ", ".join(request.paths) + others)
         return EXIT_USAGE
 
     try:
@@ -200,13 +206,13 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         **({"cpu_forward_group": CPU_GROUP} if workers["device"].startswith("cpu") else {}),
         **({"ray": workers["ray"]} if "ray" in workers else {}),
         "settings": asdict(settings), "started": result.started, "finished": result.finished,
-        "counts": result.counts,
+        "counts": {**result.counts, "skipped": len(skipped)},
         "image_score": IMAGE_SCORE_DEFINITION,
     }
     from .report import write_reports
     try:
         write_reports(output, run, result.records, thumbnails=request.thumbnails,
-                      previews=result.previews)
+                      previews=result.previews, skipped=skipped)
     except OSError as error:
         _error(console, f"cannot write the reports in {output}: {error.strerror or error}")
         return EXIT_OUTPUT
@@ -217,8 +223,10 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     counts = result.counts
     request.flagged = counts["flagged"] > 0
     if not request.quiet:
+        others = f", {_plural(len(skipped), 'other file')} skipped (not images)" \
+            if skipped else ""
         console.print(f"scanned {counts['scanned']} of {counts['inputs']} images, "
-                      f"{counts['flagged']} flagged, {counts['unreadable']} unreadable; "
+                      f"{counts['flagged']} flagged, {counts['unreadable']} unreadable{others}; "
                       f"report: {escape(str(output / 'report.html'))}", highlight=False,
                       soft_wrap=True)
     return EXIT_UNREADABLE if counts["unreadable"] else EXIT_OK

@@ -105,7 +105,7 @@ def expected_order(records, key="score"):
 def test_json_round_trip(scan):
     out_dir, records = scan
     document = json.loads((out_dir / "report.json").read_text("utf-8"))
-    assert document == {"run": RUN, "images": records}
+    assert document == {"run": RUN, "images": records, "skipped": []}
     assert not list(out_dir.glob(".*.tmp"))
 
 

@@ -79,6 +79,27 @@ def test_scan_writes_every_output_and_reports_the_bad_file(folder, tmp_path, tin
     assert not list(folder.rglob("*.overlay.png")), "nothing may be written beside the inputs"
 
 
+def test_files_that_are_not_images_are_counted_and_listed(folder, tmp_path, tiny_checkpoint):
+    """The report accounts for every file under the inputs: images as records, the rest in
+    `skipped` with the reason, and the summary line counts them."""
+    (folder / "sub" / "README").write_text("no extension")
+    (folder / "linked").symlink_to(folder / "sub", target_is_directory=True)
+    out = tmp_path / "out"
+    result = _scan([folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0"])
+    assert result.exit_code == 3, result.output
+    report = _report(out)
+    skipped = {os.path.relpath(item["path"], folder): item["reason"] for item in report["skipped"]}
+    assert skipped == {"notes.txt": "not an image file name (.txt)",
+                       "sub/README": "not an image file name (no extension)",
+                       "linked": "link to a folder (not followed)"}
+    assert report["run"]["counts"]["skipped"] == 3
+    assert "3 other files skipped (not images)" in result.stderr
+    found = {os.path.relpath(r["path"], folder) for r in report["images"]} | set(skipped)
+    on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*")
+               if p.is_file() or p.is_symlink()}
+    assert found == on_disk, "every file under the input folder is accounted for"
+
+
 def test_exit_codes_for_clean_and_flagged_batches(folder, tmp_path, tiny_checkpoint):
     (folder / "broken.jpg").unlink()
     out = tmp_path / "out"
