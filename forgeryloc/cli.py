@@ -176,7 +176,8 @@ def scan(
                                    "holds (without it, or --resume, such an OUTDIR is "
                                    "refused)."),
     jsonl: bool = typer.Option(False, "--jsonl", help="Print one JSON object per image on "
-                               "stdout as soon as it is done."),
+                               "stdout as soon as it is done (the report's record, and "
+                               "\"resumed\": true for one --resume took from the journal)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     fail_on_flag: bool = typer.Option(False, "--fail-on-flag", help="Exit with 1 when any "
                                       "image is flagged."),

@@ -386,13 +386,14 @@ class ScanResult:
     started: str
     finished: str
     previews: dict[str, tuple[str, str]] = field(default_factory=dict)  # by relative path
+    resumed: int = 0  # records taken from the journal of an earlier, interrupted run
 
     @property
     def counts(self) -> dict:
         errors = sum(1 for r in self.records if r["error"])
         flagged = sum(1 for r in self.records if r.get("flagged"))
         return {"inputs": len(self.records), "scanned": len(self.records) - errors,
-                "flagged": flagged, "unreadable": errors}
+                "flagged": flagged, "unreadable": errors, "resumed": self.resumed}
 
 
 def _now() -> str:
@@ -440,7 +441,8 @@ def _process_alive(pid: int) -> bool:
 
 class ScanLedger:
     """The driver's side of a scan, local or on Ray: the output folder's journal, the records
-    in input order, and the on_record callback, fed one outcome (see item_outcomes) at a time."""
+    in input order, and the on_record callback, fed one outcome (see item_outcomes) at a time.
+    on_record gets a copy of each record with "resumed": whether it came from the journal."""
 
     def __init__(self, entries: list[InputEntry], out: Path, journal_header: dict, resume: bool,
                  on_record: Callable[[dict], None] | None = None):
@@ -455,6 +457,7 @@ class ScanLedger:
         self.started = _now()
         self.records: list[dict | None] = [None] * len(entries)
         self.previews: dict[str, tuple[str, str]] = {}
+        self.resumed = 0
         self.lock = threading.Lock()
 
     @property
@@ -468,6 +471,7 @@ class ScanLedger:
             if "resumed" in outcome:
                 record = dict(self.journal.done[(entry.relative_path, outcome["resumed"])],
                               path=entry.path)
+                self.resumed += 1
             else:
                 record = outcome["record"]
                 try:
@@ -479,14 +483,15 @@ class ScanLedger:
             if outcome.get("previews") and len(self.previews) < MAX_HELD_PREVIEWS:
                 self.previews[entry.relative_path] = tuple(outcome["previews"])
             if self.on_record:
-                self.on_record(record)
+                self.on_record({**record, "resumed": "resumed" in outcome})
 
     def missing(self) -> int:
         return sum(1 for r in self.records if r is None)
 
     def result(self) -> ScanResult:
         return ScanResult(records=[r for r in self.records if r is not None],
-                          started=self.started, finished=_now(), previews=self.previews)
+                          started=self.started, finished=_now(), previews=self.previews,
+                          resumed=self.resumed)
 
     def close(self) -> None:
         self.journal.close()

@@ -225,7 +225,9 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     if not request.quiet:
         others = f", {_plural(len(skipped), 'other file')} skipped (not images)" \
             if skipped else ""
-        console.print(f"scanned {counts['scanned']} of {counts['inputs']} images, "
+        reused = f" ({counts['resumed']} from the journal of the earlier run, " \
+            f"{counts['inputs'] - counts['resumed']} now)" if request.resume else ""
+        console.print(f"scanned {counts['scanned']} of {counts['inputs']} images{reused}, "
                       f"{counts['flagged']} flagged, {counts['unreadable']} unreadable{others}; "
                       f"report: {escape(str(output / 'report.html'))}", highlight=False,
                       soft_wrap=True)

@@ -160,10 +160,16 @@ def test_resume_skips_finished_images(folder, tmp_path, tiny_checkpoint):
     first = _report(out)
     journal_lines = (out / "journal.jsonl").read_text().splitlines()
     Image.fromarray(_photo(50, 50, 9)).save(folder / "new.png")
-    resumed = _scan([*args, "--resume"])
+    resumed = _scan([*args, "--resume", "--jsonl"])
     assert resumed.exit_code == 0, resumed.output
     new_lines = (out / "journal.jsonl").read_text().splitlines()[len(journal_lines):]
     assert [json.loads(line)["relative_path"] for line in new_lines] == ["new.png"]
+    # It says what it reused, and so does each --jsonl line.
+    assert "(4 from the journal of the earlier run, 1 now)" in resumed.stderr, resumed.stderr
+    printed = {r["relative_path"]: r["resumed"] for r in map(json.loads, resumed.stdout.splitlines())}
+    assert printed == {"a.jpg": True, "a.png": True, "sub/cmyk.jpg": True,
+                       "sub/deep.png": True, "new.png": False}
+    assert _report(out)["run"]["counts"]["resumed"] == 4
     second = _report(out)
     assert len(second["images"]) == len(first["images"]) + 1
     old = {r["relative_path"]: r for r in first["images"]}
