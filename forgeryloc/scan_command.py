@@ -138,6 +138,8 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         workers=default_workers() if request.workers is None else request.workers,
         tile_overlap=request.tile_overlap, compile=request.compile,
         thumbnails=request.thumbnails,
+        # bf16 autocast runs on CUDA only; on Ray the actors' devices decide (see below)
+        mixed_precision=device.type == "cuda" if device is not None else request.device != "cpu",
         jpeg_stream=getattr(model.config, "jpeg_stream", None) is not None)
     weights_sha256 = sha256_file(weights)
     header = {"tool": f"forgeryloc {__version__}", "weights_sha256": weights_sha256,
@@ -205,7 +207,10 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         # what fixes the last bits of CPU results
         **({"cpu_forward_group": CPU_GROUP} if workers["device"].startswith("cpu") else {}),
         **({"ray": workers["ray"]} if "ray" in workers else {}),
-        "settings": asdict(settings), "started": result.started, "finished": result.finished,
+        # what was used: a Ray scan allowed to use a GPU may have got only CPU actors
+        "settings": {**asdict(settings), "mixed_precision": settings.mixed_precision
+                     and "cuda" in str(workers["device"])},
+        "started": result.started, "finished": result.finished,
         "counts": {**result.counts, "skipped": len(skipped)},
         "image_score": IMAGE_SCORE_DEFINITION,
     }

@@ -71,6 +71,8 @@ def test_scan_writes_every_output_and_reports_the_bad_file(folder, tmp_path, tin
         assert 0.0 <= record["score"] <= 1.0 and record["difficulty"]["label"] in ("easy", "hard")
     run = report["run"]
     assert run["weights"]["sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    assert run["device"] == "cpu" and run["settings"]["mixed_precision"] is False, \
+        "bf16 autocast runs on CUDA only: a CPU scan must not claim it"
     counts = run["counts"]
     assert (counts["inputs"], counts["scanned"], counts["unreadable"]) == (5, 4, 1)
     assert counts["flagged"] == sum(bool(r["flagged"]) for r in report["images"])
