@@ -1,0 +1,111 @@
+"""Known answers for the shipped checkpoint's JPEG evidence: a region with another compression
+history, pasted off the host's 8x8 grid, stands out; the same picture as a PNG scans without it;
+an orientation-tagged JPEG's evidence lands where the displayed pixels are."""
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from forgeryloc.cli import app
+from forgeryloc.imaging import decode_picture
+from forgeryloc.jpeg_input import read_jpeg_input
+from forgeryloc.predict import Finding, Predictor
+from forgeryloc.weights import load_model
+
+TOP, LEFT, SIDE = 101, 157, 96  # the pasted square: 5 pixels off the grid both ways
+
+
+def _jpeg_round_trip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def splice(shared, rotate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Host saved at q60; a square of another photo saved once at q92, pasted off-grid.
+    (composite pixels, mask), both turned a quarter left when `rotate` (stored orientation)."""
+    photos = shared / "data/photos/kodak24"
+    host = np.asarray(Image.open(photos / "kodim05.png").convert("RGB"))[100:356, 200:584]
+    donor = np.asarray(Image.open(photos / "kodim12.png").convert("RGB"))[120:376, 300:684]
+    composite = _jpeg_round_trip(host, 60).copy()
+    composite[TOP:TOP + SIDE, LEFT:LEFT + SIDE] = _jpeg_round_trip(donor, 92)[40:40 + SIDE,
+                                                                               40:40 + SIDE]
+    mask = np.zeros(composite.shape[:2], bool)
+    mask[TOP:TOP + SIDE, LEFT:LEFT + SIDE] = True
+    if rotate:
+        composite, mask = np.rot90(composite).copy(), np.rot90(mask).copy()
+    return composite, mask
+
+
+def _save_jpeg(rgb: np.ndarray, quality: int = 85, orientation: int = 1) -> bytes:
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=quality, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    model, card = load_model()
+    if model.config.jpeg_stream is None:
+        pytest.skip("the shipped checkpoint has no JPEG stream")
+    return Predictor(model, card, "cpu")
+
+
+def test_off_grid_region_with_another_history_raises_the_stream(shared, predictor):
+    composite, mask = splice(shared)
+    jpeg, note = read_jpeg_input(_save_jpeg(composite))
+    assert note == "used"
+    logits = predictor.jpeg_block_logits(jpeg)                  # 32 x 48 blocks
+    blocks = mask.reshape(32, 8, 48, 8).mean(axis=(1, 3))
+    inside, outside = logits[blocks == 1].mean(), logits[blocks == 0].mean()
+    assert inside > outside + 2.0, (inside, outside)
+    # The same picture saved once from the composite pixels' own decoding carries no such
+    # contrast when the region shares the host's history: a control for the test itself.
+    control = _jpeg_round_trip(np.asarray(Image.open(
+        shared / "data/photos/kodak24/kodim05.png").convert("RGB"))[100:356, 200:584], 60)
+    plain = predictor.jpeg_block_logits(read_jpeg_input(_save_jpeg(control))[0])
+    assert plain[blocks == 1].mean() < inside - 2.0
+
+
+def test_the_same_picture_as_png_is_scanned_without_jpeg_evidence(shared, tmp_path):
+    composite, _ = splice(shared)
+    Image.fromarray(composite).save(tmp_path / "splice.png")
+    (tmp_path / "splice.jpg").write_bytes(_save_jpeg(composite))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["scan", str(tmp_path / "splice.png"),
+                                      str(tmp_path / "splice.jpg"), "-o", str(out),
+                                      "--workers", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    records = {r["relative_path"]: r for r in json.loads((out / "report.json").read_text())
+               ["images"]}
+    model, _ = load_model()
+    expected = "used" if model.config.jpeg_stream is not None else None
+    assert records["splice.jpg"]["jpeg_evidence"] == expected
+    assert records["splice.png"]["error"] is None
+    if expected:
+        assert records["splice.png"]["jpeg_evidence"].startswith("not a JPEG")
+
+
+def test_orientation_tagged_jpeg_puts_the_evidence_under_the_displayed_region(shared,
+                                                                              predictor):
+    stored, stored_mask = splice(shared, rotate=True)     # turned a quarter left
+    data = _save_jpeg(stored, orientation=6)               # 6: display turned a quarter right
+    picture, meta = decode_picture(data)
+    assert (meta.height, meta.width) == (256, 384)         # displayed as the original
+    displayed_mask = np.rot90(stored_mask, -1)
+    jpeg, note = read_jpeg_input(data, orientation=meta.orientation)
+    assert note == "used" and tuple(jpeg.coefficients.shape[1:]) == (32, 48)
+    rgb = np.asarray(picture)
+    outputs = predictor.forward(predictor.preprocess(rgb)[None])
+    maps = predictor.with_jpeg(predictor.maps_from_resized(outputs, 0, 256, 384), jpeg)
+    probability = Finding.from_maps(maps).probability
+    assert probability[displayed_mask].mean() > probability[~displayed_mask].mean() + 0.3
+    # Read without orientation, the evidence would sit elsewhere.
+    unturned = read_jpeg_input(data, orientation=1)[0]
+    assert tuple(unturned.coefficients.shape[1:]) == (48, 32)
