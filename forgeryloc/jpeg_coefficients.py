@@ -348,6 +348,30 @@ def _read_header(data: bytes, max_pixels: int | None) -> _Header:
                    stream=b"".join(pieces))
 
 
+@dataclass(frozen=True)
+class JpegHeader:
+    """What a JPEG's marker segments say, read without entropy decoding (file clues)."""
+    coding: str    # baseline, extended, progressive, ...
+    colour: str    # grey, YCbCr, YCCK, CMYK, RGB
+    height: int    # as stored (before any EXIF orientation)
+    width: int
+    sampling: tuple[tuple[int, int], ...]   # (horizontal, vertical) factors per component
+    tables: tuple[np.ndarray | None, ...]   # per component: 8 x 8 uint16, natural order, stored
+
+
+def read_jpeg_header(data: bytes) -> JpegHeader | None:
+    """The frame, colour and quantisation tables of a JPEG file's bytes (None when they are
+    not a JPEG); raises JpegCoefficientsError for a broken header or a JPEG without 8-bit DCT
+    coefficients (UnsupportedJpegError)."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    header = _read_header(data, None)
+    frame = header.frame
+    sampling = tuple((h, v) for _, h, v, _ in frame.components)
+    return JpegHeader(coding=frame.coding, colour=header.colour, height=frame.height,
+                      width=frame.width, sampling=sampling, tables=header.tables)
+
+
 def _marker_positions(data: bytes) -> np.ndarray:
     """Offsets of every 0xFF that starts a marker other than RSTn: inside scan data only RSTn
     markers and stuffed 0xFF 0x00 occur, so the next offset past a scan is the marker after it."""

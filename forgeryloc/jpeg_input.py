@@ -28,10 +28,10 @@ def coefficient_planes(jpeg: JpegCoefficients) -> tuple[np.ndarray, np.ndarray]:
             np.asarray(jpeg.luma_table, dtype=np.float32).reshape(64))
 
 
-def read_jpeg_input(source: bytes | str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                    orientation: int | None = None) -> tuple[JpegInput | None, str]:
-    """(input, note): the stream's input and "used", or None and why the file gives no JPEG
-    evidence ("not a JPEG", "no luma component", or the reader's one-line error)."""
+def read_coefficients(source: bytes | str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                      orientation: int | None = None) -> tuple[JpegCoefficients | None, str]:
+    """(coefficients, note): the file's luma coefficients and "used", or None and why the
+    file gives none ("not a JPEG", "no luma component", or the reader's one-line error)."""
     if isinstance(source, (bytes, bytearray, memoryview)) and not bytes(source[:2]) == b"\xff\xd8":
         return None, "not a JPEG"
     try:
@@ -40,5 +40,18 @@ def read_jpeg_input(source: bytes | str | Path, max_pixels: int | None = DEFAULT
         return None, f"unreadable coefficients: {error}"
     if jpeg is None:
         return None, "not a JPEG (or no luma component)"
+    return jpeg, "used"
+
+
+def jpeg_input(jpeg: JpegCoefficients) -> JpegInput:
+    """The stream's input made from a file's coefficients."""
     coefficients, table = coefficient_planes(jpeg)
-    return JpegInput(torch.from_numpy(coefficients), torch.from_numpy(table), jpeg.origin), "used"
+    return JpegInput(torch.from_numpy(coefficients), torch.from_numpy(table), jpeg.origin)
+
+
+def read_jpeg_input(source: bytes | str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                    orientation: int | None = None) -> tuple[JpegInput | None, str]:
+    """(input, note): the stream's input and "used", or None and why the file gives no JPEG
+    evidence (see read_coefficients)."""
+    jpeg, note = read_coefficients(source, max_pixels, orientation)
+    return (None, note) if jpeg is None else (jpeg_input(jpeg), note)
