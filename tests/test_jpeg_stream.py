@@ -93,3 +93,12 @@ def test_late_fusion_module_and_numpy_rule_agree():
     assert torch.allclose(fusion(rgb, None), 0.8 * rgb + 0.3)
     np.testing.assert_allclose(fuse(torch.sigmoid(rgb).numpy(), None, weights),
                                torch.sigmoid(0.8 * rgb + 0.3).numpy(), atol=1e-5)
+
+
+def test_embedding_bag_equals_the_convolution_of_the_one_hot_volume():
+    torch.manual_seed(3)
+    stream = JpegStream(JpegStreamConfig(frequencies=64, width=16, dilations=(1,)))
+    coefficients = torch.randint(-40, 40, (2, 64, 5, 7), dtype=torch.int16)
+    expected = stream.embed(stream.histogram_volume(coefficients))
+    torch.testing.assert_close(stream.embed_histograms(coefficients), expected,
+                               rtol=1e-5, atol=1e-5)

@@ -19,8 +19,19 @@ def test_lighter_configs_are_smaller():
     sizes = [count_parameters(build_model(name)) for name in
              ("m2sformer-b0", "m2sformer-b1", "m2sformer-b2")]
     assert sizes[0] < sizes[1] < sizes[2]
-    assert set(CONFIGS) == {"m2sformer-b0", "m2sformer-b1", "m2sformer-b2", "m2sformer-lite0",
-                            "m2sformer-lite1", "m2sformer-lite2"}
+    rgb = {"m2sformer-b0", "m2sformer-b1", "m2sformer-b2", "m2sformer-lite0",
+           "m2sformer-lite1", "m2sformer-lite2"}
+    assert set(CONFIGS) == rgb | {f"{name}-jpeg" for name in rgb}
+
+
+def test_jpeg_twins_add_the_stream_and_nothing_else():
+    plain, twin = build_model("m2sformer-b0"), build_model("m2sformer-b0-jpeg")
+    extra = set(twin.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith(("jpeg_stream.", "fusion.")) for k in extra)
+    assert set(plain.state_dict()) <= set(twin.state_dict())
+    assert twin.config.jpeg_stream.frequencies == 64
+    from forgeryloc.model.m2sformer import M2SFormerConfig
+    assert M2SFormerConfig.from_dict(twin.config.to_dict()) == twin.config
 
 
 @pytest.mark.parametrize("size", [(64, 64), (224, 320), (96, 32)])

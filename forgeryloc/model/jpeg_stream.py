@@ -69,11 +69,28 @@ class JpegStream(nn.Module):
         batch, _, height, width, _ = one_hot.shape
         return one_hot.permute(0, 1, 4, 2, 3).reshape(batch, -1, height, width).float()
 
+    def embed_histograms(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """self.embed applied to histogram_volume(coefficients), without the volume: the 1x1
+        convolution of a one-hot input is a sum of one weight column per frequency, i.e. an
+        embedding bag (~20x fewer operations and no F * bins channel volume)."""
+        c = self.config
+        chosen = coefficients.index_select(1, self.frequency_index)       # B x F x Hb x Wb
+        batch, frequencies, height, width = chosen.shape
+        offsets = torch.arange(frequencies, device=chosen.device, dtype=torch.int32) * (c.clip + 1)
+        # B x F x Hb x Wb -> (B * Hb * Wb) x F indices into the F * bins rows of the table
+        index = (chosen.permute(0, 2, 3, 1).abs().clamp(max=c.clip).to(torch.int32)
+                 + offsets).reshape(-1, frequencies)
+        table = self.embed.weight.view(c.width, -1).t().contiguous()     # F * bins x width
+        embedded = F.embedding_bag(index, table, mode="sum")
+        # (B * Hb * Wb) x width -> B x width x Hb x Wb (channels-last in memory, as the
+        # convolutions that follow run fastest on a CPU)
+        return embedded.view(batch, height, width, c.width).permute(0, 3, 1, 2)
+
     def forward(self, coefficients: torch.Tensor, table: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """coefficients: B x 64 x Hb x Wb (natural order, integer valued); table: B x 64 step
         sizes. Returns (B x 1 x Hb x Wb block logits, B x width x Hb x Wb features)."""
-        x = self.embed(self.histogram_volume(coefficients))
+        x = self.embed_histograms(coefficients)
         # log2 of the steps (1..255 -> 0..8), centred: the modulation's input.
         steps = torch.log2(table.float().clamp(min=1)) / 4 - 1
         scale, shift = self.table_film(steps).chunk(2, dim=1)           # B x width each

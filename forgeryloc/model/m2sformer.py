@@ -71,6 +71,15 @@ CONFIGS: dict[str, M2SFormerConfig] = {
 }
 
 
+# The JPEG stream measured best on the source-grouped casia1-dev holdout (64 frequencies,
+# 128 channels: DSC 0.78, against 0.72 with 32 and 0.50 with 16 at 96 channels; see
+# weights/README.md). Every configuration has a "-jpeg" twin that adds it.
+DEFAULT_JPEG_STREAM = JpegStreamConfig(frequencies=64, width=128)
+CONFIGS.update({f"{name}-jpeg": dataclasses.replace(config, name=f"{name}-jpeg",
+                                                    jpeg_stream=DEFAULT_JPEG_STREAM)
+                for name, config in list(CONFIGS.items())})
+
+
 def get_config(name: str) -> M2SFormerConfig:
     try:
         return CONFIGS[name]
