@@ -109,3 +109,17 @@ def test_orientation_tagged_jpeg_puts_the_evidence_under_the_displayed_region(sh
     # Read without orientation, the evidence would sit elsewhere.
     unturned = read_jpeg_input(data, orientation=1)[0]
     assert tuple(unturned.coefficients.shape[1:]) == (48, 32)
+
+
+@pytest.mark.parametrize("mode", ["resize", "tile"])
+def test_scans_in_both_modes_show_the_region(shared, predictor, tmp_path, mode):
+    composite, mask = splice(shared)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "splice.jpg").write_bytes(_save_jpeg(composite))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["scan", str(tmp_path / "in"), "-o", str(out), "--mode",
+                                      mode, "--workers", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    probability = np.asarray(Image.open(out / "splice.jpg.prob.png"), np.float64) / 65535
+    assert probability.shape == mask.shape
+    assert probability[mask].mean() > probability[~mask].mean() + 0.3
