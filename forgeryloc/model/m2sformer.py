@@ -40,7 +40,9 @@ class M2SFormerConfig:
     jpeg_stream: JpegStreamConfig | None = None
 
     def with_jpeg_stream(self, stream: JpegStreamConfig) -> "M2SFormerConfig":
-        return dataclasses.replace(self, jpeg_stream=stream)
+        """This architecture plus a JPEG stream, named as the registry's "-jpeg" twins."""
+        name = self.name if self.name.endswith("-jpeg") else f"{self.name}-jpeg"
+        return dataclasses.replace(self, name=name, jpeg_stream=stream)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,8 +77,7 @@ CONFIGS: dict[str, M2SFormerConfig] = {
 # 128 channels: DSC 0.78, against 0.72 with 32 and 0.50 with 16 at 96 channels; see
 # weights/README.md). Every configuration has a "-jpeg" twin that adds it.
 DEFAULT_JPEG_STREAM = JpegStreamConfig(frequencies=64, width=128)
-CONFIGS.update({f"{name}-jpeg": dataclasses.replace(config, name=f"{name}-jpeg",
-                                                    jpeg_stream=DEFAULT_JPEG_STREAM)
+CONFIGS.update({f"{name}-jpeg": config.with_jpeg_stream(DEFAULT_JPEG_STREAM)
                 for name, config in list(CONFIGS.items())})
 
 
