@@ -300,6 +300,11 @@ def scan(
     ray_actors: int = typer.Option(1, "--ray-actors", min=1, help="With --ray: inference "
                                    "actors, each with its own model (and GPU when the cluster "
                                    "has GPUs)."),
+    evidence: Optional[str] = typer.Option(None, "--evidence", metavar="LAYERS", help="Also "
+                                           "write classic evidence at each image's own size: "
+                                           "ela, noise, dq (comma-separated) or all; "
+                                           "NAME.ela.png, NAME.noise.png, NAME.dq.png (dq: "
+                                           "JPEG only). See README, 'Reading the evidence'."),
     verbose: bool = VERBOSE,
 ) -> None:
     from .scan_command import ScanRequest, execute_scan
@@ -311,7 +316,8 @@ def scan(
                           compile=compile_model, resume=resume, overwrite=overwrite,
                           jsonl=jsonl, quiet=quiet, thumbnails=not no_thumbnails,
                           allow_output_in_input=allow_output_in_input,
-                          command_line=sys.argv, ray=ray, ray_actors=ray_actors)
+                          command_line=sys.argv, ray=ray, ray_actors=ray_actors,
+                          evidence=evidence)
     code = execute_scan(request, err_console)
     if fail_on_flag and request.flagged and code in (EXIT_OK, EXIT_UNREADABLE):
         code = EXIT_FLAGGED

@@ -369,6 +369,32 @@ def _probability_legend_body(width: int, threshold: float, title_line: bool) -> 
     return legend
 
 
+# --------------------------------------------------------------------------- evidence layers
+
+@lru_cache(maxsize=16)
+def scale_legend(width: int, title: str, low: str, high: str, caption: str) -> Image.Image:
+    """Legend strip of an evidence picture: title / low [inferno bar] high / caption (three
+    lines, the layout of the overlay's legend, so photo_box finds the picture above it)."""
+    layout = _Layout(width, lines=3)
+    legend = Image.new("RGB", (width, layout.height), BACKGROUND)
+    draw = ImageDraw.Draw(legend)
+    _centred_text(draw, layout, layout.pad, title)
+    bar_top = layout.pad + layout.line
+    _bar_with_end_labels(legend, draw, layout, bar_top, INFERNO, low, high)
+    _centred_text(draw, layout, bar_top + layout.bar + layout.pad / 2, caption)
+    return legend
+
+
+def scale_colours(values: np.ndarray) -> np.ndarray:
+    """r x W x 3 uint8 inferno colours of values in [0, 1] (clipped); NaN in grey."""
+    levels = np.rint(_clean_probability(values) * np.float32(255)).astype(np.uint8)
+    colours = INFERNO[levels]
+    undefined = np.isnan(values)
+    if undefined.any():
+        colours[undefined] = UNDEFINED_COLOUR
+    return colours
+
+
 # --------------------------------------------------------------------------- difficulty
 
 def _curvature_scale(curvature: np.ndarray, finite: np.ndarray) -> float:

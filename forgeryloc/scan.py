@@ -30,7 +30,8 @@ from .atomic import FileSet, deferred_commits
 from .discover import InputEntry
 from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_picture, one_line,
                       read_bytes, sha256_bytes)
-from .jpeg_input import JpegInput, read_jpeg_input
+from .evidence import file_clues
+from .jpeg_input import JpegInput, jpeg_input, read_coefficients
 from .maps import ImageMaps
 from .png import PngStream
 from .predict import Predictor
@@ -62,6 +63,7 @@ class ScanSettings:
     compile: bool = False             # torch.compile: faster after warm-up, other last bits
     thumbnails: bool = True           # make the report's previews while the pictures are made
     jpeg_stream: bool = False         # the model reads JPEG files' coefficients (set from it)
+    evidence: tuple[str, ...] = ()    # evidence layers to write (evidence.LAYERS)
 
     def fingerprint(self) -> dict:
         """The settings that change results (a resumed scan must use the same)."""
@@ -90,10 +92,12 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
             item["done"] = True
             return item
         picture, meta = decode_picture(data, settings.max_pixels)
-        if settings.jpeg_stream:  # the file's own block grid, oriented like the pixels
-            item["jpeg"], item["jpeg_evidence"] = read_jpeg_input(data, settings.max_pixels,
-                                                                  meta.orientation)
-        del data
+        # The file's own block grid, oriented like the pixels: read once for the network's
+        # JPEG stream, the file clues and the dq layer.
+        jpeg, jpeg_note = read_coefficients(data, settings.max_pixels, meta.orientation)
+        if settings.jpeg_stream:
+            item["jpeg"] = jpeg_input(jpeg) if jpeg is not None else None
+            item["jpeg_evidence"] = jpeg_note
     except ImageReadError as error:
         item["error"] = str(error)
         return item
@@ -109,7 +113,21 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
     else:
         item["input"] = to_tensor(resize_rgb(picture, size, size), mean, std)
     item["preview"] = torch.from_numpy(_preview(picture, settings.preview_max_side))
+    item["clues"] = _file_clues(data, meta, picture, jpeg, jpeg_note, item["preview"].numpy())
+    if settings.evidence:  # the layers are drawn from the decoded picture at its own size
+        item["evidence_rgb"] = picture
+        if "dq" in settings.evidence:
+            item["evidence_jpeg"] = jpeg
     return item
+
+
+def _file_clues(data: bytes, meta, picture, jpeg, jpeg_note: str, preview: np.ndarray) -> dict:
+    """evidence.file_clues; a failure there loses the clues, never the image."""
+    try:
+        return file_clues(data, meta, picture, jpeg, jpeg_note, preview)
+    except Exception as error:  # noqa: BLE001
+        log.warning("file clues failed: %s", error)
+        return {"error": one_line(f"{type(error).__name__}: {str(error)[:200]}")}
 
 
 class ScanInputs(Dataset):
@@ -128,8 +146,12 @@ class ScanInputs(Dataset):
         item = load_item(self.entries[index], self.settings, self.size, self.mean, self.std,
                          self.done)
         item["index"] = index
+        shared = item.get("evidence_rgb") is item.get("rgb")
         if "rgb" in item:  # travels to the scan process in shared memory
             item["rgb"] = torch.from_numpy(np.array(item["rgb"]))
+        if "evidence_rgb" in item:  # the same tensor when tiles read the same picture
+            item["evidence_rgb"] = item["rgb"] if shared else \
+                torch.from_numpy(np.array(item["evidence_rgb"]))
         return item
 
 
@@ -214,17 +236,27 @@ def base_record(entry: InputEntry, item: dict) -> dict:
             "exif": meta.get("exif", {}), "score": None, "area": None, "flagged": None,
             "difficulty": None, "outputs": None,
             # A model with a JPEG stream: "used", or why the file gave no JPEG evidence.
-            "jpeg_evidence": item.get("jpeg_evidence"), "error": item.get("error")}
+            "jpeg_evidence": item.get("jpeg_evidence"),
+            # Named facts read from the file (evidence.file_clues); none is a verdict.
+            "clues": item.get("clues"),
+            # With --evidence: each layer asked for, "written" or why it is absent.
+            "evidence": None, "error": item.get("error")}
 
 
 def image_outcome(out: Path, entry: InputEntry, item: dict, maps: ImageMaps,
                   settings: ScanSettings) -> dict:
     """Writes the output pictures of one predicted image; its outcome (see item_outcomes)."""
     record = base_record(entry, item)
+    source = (item.pop("evidence_rgb", None), item.pop("evidence_jpeg", None)) \
+        if settings.evidence else None
     try:
-        written = write_outputs(out, entry, maps, item["preview"].numpy(), settings)
+        written = write_outputs(out, entry, maps, item["preview"].numpy(), settings, source)
     except OSError as error:
         raise output_error(entry, out, error) from None
+    del source
+    if settings.evidence:
+        record["evidence"] = {name: written.evidence_absent.get(name, "written")
+                              for name in settings.evidence}
     record.update(score=written.score, area=written.area, flagged=written.flagged,
                   outputs=written.paths,
                   difficulty={"label": maps.difficulty_label,
@@ -268,19 +300,31 @@ class WrittenOutputs:
     area: float         # share of pixels at or above the threshold, rounded
     flagged: bool
     previews: tuple[str, str] | None = None  # report.preview_pair, when settings ask for it
+    evidence_absent: dict[str, str] = field(default_factory=dict)  # layer -> why not written
 
 
 def write_outputs(out_dir: Path, entry: InputEntry, maps: ImageMaps, preview: np.ndarray,
-                  settings: ScanSettings) -> WrittenOutputs:
+                  settings: ScanSettings, evidence_source: tuple | None = None
+                  ) -> WrittenOutputs:
     """One pass over the maps' bands writes the full-resolution probability map and mask and
-    sums the score and area; the overlay and difficulty pictures are drawn at preview size."""
+    sums the score and area; the overlay and difficulty pictures are drawn at preview size.
+    evidence_source: (decoded picture, JPEG coefficients or None) for settings.evidence's
+    layers, written at the picture's own size beside the others."""
     paths = output_paths(entry)
+    layer_paths = {name: f"{entry.relative_path}.{name}.png" for name in settings.evidence} \
+        if evidence_source is not None else {}
     try:
-        with FileSet():  # the four pictures appear together, synced in one go
-            return _write_outputs(out_dir, paths, maps, preview, settings)
+        with FileSet():  # the pictures appear together, synced in one go
+            written = _write_outputs(out_dir, paths, maps, preview, settings)
+            if layer_paths:
+                from .evidence.layers import write_layers
+                made, written.evidence_absent = write_layers(out_dir, layer_paths,
+                                                             *evidence_source)
+                written.paths.update(made)
+            return written
     except BaseException:
         # All or nothing: no picture of a failed image stays behind to look like a result.
-        for path in paths.values():
+        for path in [*paths.values(), *layer_paths.values()]:
             with contextlib.suppress(OSError):
                 (out_dir / path).unlink(missing_ok=True)
         raise

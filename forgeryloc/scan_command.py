@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import __version__
 from .discover import DiscoveryError, discover, is_within
+from .evidence.layers import parse_layers
 from .imaging import one_line
 from .predict import IMAGE_SCORE_DEFINITION, Predictor, pick_device
 from .report import REPORT_JSON
@@ -49,6 +50,7 @@ class ScanRequest:
     command_line: list[str] = field(default_factory=list)
     ray: Optional[str] = None  # run on Ray: "local", "auto" or a cluster address
     ray_actors: int = 1
+    evidence: Optional[str] = None  # --evidence: "ela,noise,dq", "all" or None
     flagged: bool = False  # set by execute_scan
 
 
@@ -78,6 +80,11 @@ def _error(console: Console, message: str) -> None:
 def execute_scan(request: ScanRequest, console: Console) -> int:
     if request.mode not in ("resize", "tile"):
         _error(console, f"--mode must be resize or tile, not {request.mode!r}")
+        return EXIT_USAGE
+    try:
+        layers = parse_layers(request.evidence)
+    except ValueError as error:
+        _error(console, f"--evidence: {error}")
         return EXIT_USAGE
     if request.ray is None and request.ray_actors != 1:
         _error(console, "--ray-actors goes with --ray")
@@ -137,7 +144,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         batch_size=request.batch_size, max_pixels=request.max_pixels,
         workers=default_workers() if request.workers is None else request.workers,
         tile_overlap=request.tile_overlap, compile=request.compile,
-        thumbnails=request.thumbnails,
+        thumbnails=request.thumbnails, evidence=layers,
         # bf16 autocast runs on CUDA only; on Ray the actors' devices decide (see below)
         mixed_precision=device.type == "cuda" if device is not None else request.device != "cpu",
         jpeg_stream=getattr(model.config, "jpeg_stream", None) is not None)

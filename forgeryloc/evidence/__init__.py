@@ -26,8 +26,9 @@ from ..imaging import ImageMeta, one_line
 from ..jpeg_coefficients import JpegCoefficients, JpegCoefficientsError, read_jpeg_header
 from . import c2pa_clue, double_jpeg
 from .file_clues import jpeg_clues, metadata_clues
+from .layers import LAYERS
 
-LAYERS = ("ela", "noise", "dq")
+__all__ = ["LAYERS", "file_clues", "double_compression", "double_jpeg_fits"]
 
 
 def file_clues(data: bytes, meta: ImageMeta, picture: Image.Image | None,
