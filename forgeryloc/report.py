@@ -31,17 +31,19 @@ from urllib.parse import quote
 from PIL import Image
 
 from .atomic import write_bytes_atomic
+from .clue_report import CLUE_COLUMNS, clue_lines, clue_value, layer_switch
 from .render import open_thumbnail, thumbnail_jpeg
 
 REPORT_JSON = "report.json"
 REPORT_CSV = "report.csv"
 REPORT_HTML = "report.html"
 EXIF_KEYS = ("Make", "Model", "Software", "DateTime", "DateTimeOriginal")
-OUTPUT_KEYS = ("overlay", "mask", "prob", "difficulty")
+OUTPUT_KEYS = ("overlay", "mask", "prob", "difficulty", "ela", "noise", "dq")
 CSV_COLUMNS = (
     "path", "relative_path", "sha256", "bytes", "width", "height", "format", "mode",
     *(f"exif_{key}" for key in EXIF_KEYS),
     "score", "area", "flagged", "difficulty_label", "difficulty_score", "jpeg_evidence",
+    *CLUE_COLUMNS,
     *(f"output_{key}" for key in OUTPUT_KEYS),
     "error",
 )
@@ -119,6 +121,8 @@ def write_json(out_dir: str | os.PathLike, run: dict, records: list[dict],
 
 def _field(record: dict, column: str):
     """The value of a flattened CSV column in a record (None when absent)."""
+    if column in CLUE_COLUMNS:
+        return clue_value(record, column)
     nested = {"exif_": "exif", "output_": "outputs", "difficulty_": "difficulty"}
     for prefix, key in nested.items():
         if column.startswith(prefix):
@@ -335,6 +339,8 @@ def _thumbnail_cells(record: dict, out_dir: Path, enabled: bool,
     if overlay_name:
         img = _thumbnail(out_dir / str(overlay_name), _photo_size(record), made_overlay)
         overlay = img and f"<a href=\"{_esc(_href(overlay_name))}\">{img}</a>"
+    overlay = layer_switch(record, overlay, lambda name: _thumbnail(
+        out_dir / str(name), _photo_size(record)))
     missing = "<span class=\"missing\">no preview</span>"
     return "".join(f"<td class=\"thumb\">{cell or missing}</td>" for cell in (photo, overlay))
 
@@ -358,6 +364,7 @@ def _file_cell(record: dict) -> str:
     exif_text = " · ".join(f"{key}: {exif[key]}" for key in EXIF_KEYS if exif.get(key))
     if exif_text:
         lines.append(f"<div class=\"small\">EXIF {_esc(exif_text)}</div>")
+    lines.append(clue_lines(record))
     return "<td>" + "".join(lines) + "</td>"
 
 
