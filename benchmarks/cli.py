@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--output", "-o", type=Path, default=DEFAULT_OUTPUT, help="JSON results file")
     add("--threads", type=int, help="torch intra-op threads here and in every child process "
         "(default: torch's own default)")
-    add("--device", help="auto, cpu, cuda or mps (default auto) for forward, scan and memory")
+    add("--device", choices=("auto", "cpu", "cuda", "mps"),
+        help="auto (default), cpu, cuda or mps: for forward, scan and memory")
     add("--workdir", type=Path, help="keep generated images, weights and scan outputs here "
         "(default: a temporary folder, removed afterwards)")
     add("--timeout", dest="timeout_s", type=float, help="seconds allowed to each child process")

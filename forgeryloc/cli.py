@@ -19,8 +19,6 @@ from rich.table import Table
 
 from . import __version__
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  help="Find where a photograph was manipulated (M2SFormer, ICCV 2025).")
 err_console = Console(stderr=True)
 
 EXIT_OK, EXIT_FLAGGED, EXIT_USAGE, EXIT_UNREADABLE = 0, 1, 2, 3
@@ -55,9 +53,28 @@ class _Command(typer.core.TyperCommand):
                                                                        "display_type_rich"):
                 param.display_type_rich = lambda ctx: None
 
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""  # a flag: no value to name
+        return option
+
     def collect_usage_pieces(self, ctx) -> list[str]:
         return [re.sub(r"^\{(.*)\}", r"\1", piece)
                 for piece in super().collect_usage_pieces(ctx)]
+
+
+class _Group(typer.core.TyperGroup):
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = ""  # a flag: no value to name
+        return option
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  cls=_Group, help="Find where a photograph was manipulated (M2SFormer, "
+                  "ICCV 2025).")
 
 
 # How option values read in --help: a word, not Typer's <list[str]> or <int range>; flags
@@ -136,9 +153,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log details to stderr "
-                                 "(also accepted after the command)."),
+                                 metavar="", help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", metavar="", help="Log details to "
+                                 "stderr (also accepted after the command)."),
 ) -> None:
     _log_level(verbose)
 
@@ -340,8 +357,10 @@ def synth(
     max_side: int = typer.Option(512, min=8, help="jpeg-history: largest image side."),
     verbose: bool = VERBOSE,
 ) -> None:
-    """Make synthetic forgeries with exact masks (splicing, copy-move, removal), or JPEG files
-    with known compression histories (--kind jpeg-history)."""
+    """Make synthetic forgeries with exact masks, or JPEG files with known histories.
+
+    --kind forgeries: splicing, copy-move, removal; --kind jpeg-history: JPEG files with known
+    compression histories."""
     from .data.jpeg_history import write_history_dataset
     from .data.synth import write_dataset
 

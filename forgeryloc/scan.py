@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -85,9 +86,11 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
     if entry.error:
         item["error"] = entry.error
         return item
+    started = time.perf_counter()
     try:
         data = read_bytes(entry.path)
         item.update(sha256=sha256_bytes(data), bytes=len(data))
+        read = time.perf_counter()
         if (entry.relative_path, item["sha256"]) in done:
             item["done"] = True
             return item
@@ -113,7 +116,10 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
     else:
         item["input"] = to_tensor(resize_rgb(picture, size, size), mean, std)
     item["preview"] = torch.from_numpy(_preview(picture, settings.preview_max_side))
+    decoded = time.perf_counter()
+    item["seconds"] = {"read and hash": read - started, "decode": decoded - read}
     item["clues"] = _file_clues(data, meta, picture, jpeg, jpeg_note, item["preview"].numpy())
+    item["seconds"]["file clues"] = time.perf_counter() - decoded
     if settings.evidence:  # the layers are drawn from the decoded picture at its own size
         item["evidence_rgb"] = picture
         if "dq" in settings.evidence:
@@ -281,10 +287,23 @@ def item_outcomes(items: list[dict], entry_of: Callable[[int], InputEntry],
             yield item["index"], partial(dict, record=base_record(entry_of(item["index"]), item))
         else:
             ready.append(item)
-    for item, make_maps in zip(ready, predict_items(predictor, ready, settings)):
-        entry = entry_of(item["index"])
-        yield item["index"], (lambda e=entry, i=item, m=make_maps:
-                              image_outcome(out, e, i, m(), settings))
+    started = time.perf_counter()
+    makers = predict_items(predictor, ready, settings)
+    network = (time.perf_counter() - started) / max(1, len(ready))  # a group's share
+    for item, make_maps in zip(ready, makers):
+        yield item["index"], partial(_timed_outcome, out, entry_of(item["index"]), item,
+                                     make_maps, settings, network)
+
+
+def _timed_outcome(out: Path, entry: InputEntry, item: dict, make_maps: Callable[[], ImageMaps],
+                   settings: ScanSettings, network_seconds: float) -> dict:
+    """image_outcome, with the seconds each stage of the image took (summed by ScanLedger; in
+    tile mode the network runs while the maps are made)."""
+    started = time.perf_counter()
+    outcome = image_outcome(out, entry, item, make_maps(), settings)
+    outcome["seconds"] = {**item.get("seconds", {}), "network": network_seconds,
+                          "maps and pictures": time.perf_counter() - started}
+    return outcome
 
 
 # ---- outputs ----------------------------------------------------------------------------
@@ -396,7 +415,7 @@ class Journal:
             first = json.loads(lines[0])["journal"]
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{self.path}: not a forgeryloc journal; use a new --output") from None
-        if first != header:
+        if first != json.loads(json.dumps(header)):  # as written: tuples read back as lists
             raise ValueError(f"{self.path}: this output folder was made with other weights or "
                              f"settings; use a new --output or the same settings")
         for line in lines[1:]:
@@ -431,6 +450,7 @@ class ScanResult:
     finished: str
     previews: dict[str, tuple[str, str]] = field(default_factory=dict)  # by relative path
     resumed: int = 0  # records taken from the journal of an earlier, interrupted run
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, summed over images
 
     @property
     def counts(self) -> dict:
@@ -502,6 +522,7 @@ class ScanLedger:
         self.records: list[dict | None] = [None] * len(entries)
         self.previews: dict[str, tuple[str, str]] = {}
         self.resumed = 0
+        self.seconds: dict[str, float] = {}
         self.lock = threading.Lock()
 
     @property
@@ -524,6 +545,8 @@ class ScanLedger:
                     raise OutputError(f"cannot write the journal in {self.out}: "
                                       f"{error.strerror or error}") from None
             self.records[index] = record
+            for stage, seconds in outcome.get("seconds", {}).items():
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
             if outcome.get("previews") and len(self.previews) < MAX_HELD_PREVIEWS:
                 self.previews[entry.relative_path] = tuple(outcome["previews"])
             if self.on_record:
@@ -535,7 +558,7 @@ class ScanLedger:
     def result(self) -> ScanResult:
         return ScanResult(records=[r for r in self.records if r is not None],
                           started=self.started, finished=_now(), previews=self.previews,
-                          resumed=self.resumed)
+                          resumed=self.resumed, seconds=self.seconds)
 
     def close(self) -> None:
         self.journal.close()
@@ -561,6 +584,13 @@ def run_scan(entries: list[InputEntry], out_dir: str | Path, predictor: Predicto
         layout = ("pipelines" if settings.workers > 0 else "inline") if cpu else "writer"
     if layout not in ("pipelines", "writer", "inline"):
         raise ValueError(f"unknown scan layout {layout!r}")
+    log.info("%d inputs, %s mode, layout %s: %s", len(entries), settings.mode, layout, {
+        "pipelines": f"{settings.workers} worker processes, each decoding, running the network "
+                     f"on one thread and writing the pictures",
+        "writer": f"{settings.workers} decoding workers, the network here on "
+                  f"{predictor.device} ({torch.get_num_threads()} CPU threads), one writer thread",
+        "inline": f"everything in this process, the network on {torch.get_num_threads()} "
+                  f"threads"}[layout])
     ledger = ScanLedger(entries, out, journal_header, resume, on_record)
     try:
         if layout == "pipelines":

@@ -3,9 +3,11 @@ scan with progress on stderr, write the reports, and choose the exit code."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -25,6 +27,8 @@ from .scan import CPU_GROUP, JOURNAL_NAME, OutputError, ScanSettings, run_scan
 from .weights import CheckpointError, default_weights_path, load_model, sha256_file
 
 EXIT_OK, EXIT_USAGE, EXIT_UNREADABLE, EXIT_OUTPUT = 0, 2, 3, 4
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,6 +70,17 @@ def default_workers() -> int:
 def holds_scan(output: Path) -> bool:
     """Whether a folder holds a scan, finished (its report) or not (its journal)."""
     return any((output / name).exists() for name in (REPORT_JSON, JOURNAL_NAME))
+
+
+def _log_timings(seconds: dict[str, float], images: int, reports: float, wall: float) -> None:
+    """Per-stage times at INFO: summed over the images (and over the worker processes that
+    ran side by side, so they can add up to more than the wall time)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    stages = ", ".join(f"{stage} {value:.2f} s ({1000 * value / max(1, images):.0f} ms/image)"
+                       for stage, value in seconds.items())
+    log.info("stage times over %d images, summed over workers: %s; reports %.2f s; "
+             "wall time %.2f s", images, stages or "none", reports, wall)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -149,6 +164,13 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         mixed_precision=device.type == "cuda" if device is not None else request.device != "cpu",
         jpeg_stream=getattr(model.config, "jpeg_stream", None) is not None)
     weights_sha256 = sha256_file(weights)
+    log.info("weights %s: %s at %d px, SHA-256 %s", weights, card.config.name, card.input_size,
+             weights_sha256)
+    if device is not None:
+        log.info("device %s, bf16 autocast %s, %d torch threads here, %d worker processes",
+                 device, "on" if settings.mixed_precision else "off", torch.get_num_threads(),
+                 settings.workers)
+    started = time.perf_counter()
     header = {"tool": f"forgeryloc {__version__}", "weights_sha256": weights_sha256,
               "settings": settings.fingerprint()}
 
@@ -222,6 +244,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         "image_score": IMAGE_SCORE_DEFINITION,
     }
     from .report import write_reports
+    reports_started = time.perf_counter()
     try:
         write_reports(output, run, result.records, thumbnails=request.thumbnails,
                       previews=result.previews, skipped=skipped)
@@ -232,6 +255,8 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         _error(console, "interrupted while writing the reports; rerun the same command with "
                         "--resume to write them")
         return 130
+    _log_timings(result.seconds, len(result.records) - result.resumed,
+                 time.perf_counter() - reports_started, time.perf_counter() - started)
     counts = result.counts
     request.flagged = counts["flagged"] > 0
     if not request.quiet:
