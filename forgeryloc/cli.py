@@ -253,7 +253,9 @@ PATHS are files, folders (searched recursively for images), glob patterns, or '-
 newline-separated paths from stdin. For every image NAME (file name with extension) the
 folder OUTDIR mirrors the input folders and holds NAME.overlay.png, NAME.mask.png,
 NAME.prob.png (16-bit probability) and NAME.difficulty.png, plus report.json, report.csv,
-report.html and journal.jsonl for the whole batch. Inputs are only ever read.
+report.html and journal.jsonl for the whole batch, and manifest.sha256 (the SHA-256 of every
+file written; check it later with `sha256sum -c manifest.sha256` in OUTDIR). Inputs are only
+ever read.
 
 Exit codes: 0 all done; 1 with --fail-on-flag when an image was flagged; 2 usage error
 (or unusable weights); 3 some inputs were missing or could not be read (the rest
@@ -308,6 +310,13 @@ def scan(
                                        "of report.html (smaller for huge batches)."),
     allow_output_in_input: bool = typer.Option(False, "--allow-output-in-input", help="Permit "
                                                "OUTDIR inside an input folder."),
+    case: Optional[str] = typer.Option(None, "--case", metavar="ID", envvar="FORGERYLOC_CASE",
+                                       help="Case identifier, recorded in every report (with "
+                                       "the host and user) and in the printed report's page "
+                                       "headers."),
+    examiner: Optional[str] = typer.Option(None, "--examiner", metavar="NAME",
+                                           envvar="FORGERYLOC_EXAMINER", help="Who ran the "
+                                           "scan, recorded in every report."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="ADDRESS", help="Run the scan on "
                                       "a Ray cluster (Ray Data): 'auto' joins the cluster this "
                                       "machine belongs to (ray start), 'local' starts one here, "
@@ -334,6 +343,7 @@ def scan(
                           jsonl=jsonl, quiet=quiet, thumbnails=not no_thumbnails,
                           allow_output_in_input=allow_output_in_input,
                           command_line=sys.argv, ray=ray, ray_actors=ray_actors,
+                          case=case, examiner=examiner,
                           evidence=evidence)
     code = execute_scan(request, err_console)
     if fail_on_flag and request.flagged and code in (EXIT_OK, EXIT_UNREADABLE):

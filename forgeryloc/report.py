@@ -47,11 +47,17 @@ CSV_COLUMNS = (
     *(f"output_{key}" for key in OUTPUT_KEYS),
     "error",
 )
+CASE_KEYS = ("id", "examiner", "host", "user")
+CASE_COLUMNS = ("case_id", "case_examiner", "case_host", "case_user")
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 THUMBNAIL_SIDE = 160
 THUMBNAIL_QUALITY = 75
 SUMMARY_FIELDS = (
+    ("Case", (("case", "id"),)),
+    ("Examiner", (("case", "examiner"),)),
+    ("Host", (("case", "host"),)),
+    ("User", (("case", "user"),)),
     ("Tool version", (("tool_version",), ("version",), ("tool",))),
     ("Command line", (("command",), ("command_line",), ("argv",))),
     ("Weights", (("weights", "path"), ("weights_path",), ("weights",))),
@@ -71,7 +77,8 @@ def write_reports(out_dir: str | os.PathLike, run: dict, records: list[dict],
                   skipped: list[dict] = ()) -> list[Path]:
     """Writes report.json, report.csv and report.html into out_dir; returns their paths.
     `skipped`: files found under the inputs that are not images ({"path", "reason"})."""
-    return [write_json(out_dir, run, records, skipped), write_csv(out_dir, records),
+    return [write_json(out_dir, run, records, skipped),
+            write_csv(out_dir, records, run.get("case")),
             write_html(out_dir, run, records, thumbnails, previews)]
 
 
@@ -149,12 +156,16 @@ def csv_row(record: dict) -> list[str]:
     return [csv_cell(_field(record, column)) for column in CSV_COLUMNS]
 
 
-def write_csv(out_dir: str | os.PathLike, records: list[dict]) -> Path:
-    """report.csv: a header of CSV_COLUMNS and one row per record, in the given order."""
+def write_csv(out_dir: str | os.PathLike, records: list[dict], case: dict | None = None
+              ) -> Path:
+    """report.csv: a header of CSV_COLUMNS and one row per record, in the given order; with
+    `case` (the run's {"id", "examiner", "host", "user"}), CASE_COLUMNS close every row, so
+    each row says whose scan it comes from."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    writer.writerows(csv_row(record) for record in records)
+    case_cells = [csv_cell(case.get(key)) for key in CASE_KEYS] if case else []
+    writer.writerow(CSV_COLUMNS + (CASE_COLUMNS if case else ()))
+    writer.writerows(csv_row(record) + case_cells for record in records)
     return _write(out_dir, REPORT_CSV, _encode(buffer.getvalue()))
 
 

@@ -2,10 +2,12 @@
 scan with progress on stderr, write the reports, and choose the exit code."""
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
 import platform
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,6 +23,7 @@ from . import __version__
 from .discover import DiscoveryError, discover, is_within
 from .evidence.layers import parse_layers
 from .imaging import one_line
+from .manifest import MANIFEST_NAME, file_sha256, write_manifest
 from .predict import IMAGE_SCORE_DEFINITION, Predictor, pick_device
 from .report import REPORT_JSON
 from .scan import CPU_GROUP, JOURNAL_NAME, OutputError, ScanSettings, run_scan
@@ -54,6 +57,8 @@ class ScanRequest:
     command_line: list[str] = field(default_factory=list)
     ray: Optional[str] = None  # run on Ray: "local", "auto" or a cluster address
     ray_actors: int = 1
+    case: Optional[str] = None      # --case ID, recorded in every report
+    examiner: Optional[str] = None  # --examiner NAME
     evidence: Optional[str] = None  # --evidence: "ela,noise,dq", "all" or None
     flagged: bool = False  # set by execute_scan
 
@@ -81,6 +86,15 @@ def _log_timings(seconds: dict[str, float], images: int, reports: float, wall: f
                        for stage, value in seconds.items())
     log.info("stage times over %d images, summed over workers: %s; reports %.2f s; "
              "wall time %.2f s", images, stages or "none", reports, wall)
+
+
+def case_record(case: str | None, examiner: str | None) -> dict:
+    """Who scanned what where: the case and examiner as given, this host and user."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (a container without a passwd entry)
+        user = str(os.getuid()) if hasattr(os, "getuid") else None
+    return {"id": case, "examiner": examiner, "host": socket.gethostname(), "user": user}
 
 
 def _plural(count: int, noun: str) -> str:
@@ -242,12 +256,18 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         "started": result.started, "finished": result.finished,
         "counts": {**result.counts, "skipped": len(skipped)},
         "image_score": IMAGE_SCORE_DEFINITION,
+        "case": case_record(request.case, request.examiner),
     }
     from .report import write_reports
     reports_started = time.perf_counter()
     try:
-        write_reports(output, run, result.records, thumbnails=request.thumbnails,
-                      previews=result.previews, skipped=skipped)
+        reports = write_reports(output, run, result.records, thumbnails=request.thumbnails,
+                                previews=result.previews, skipped=skipped)
+        # Last, over everything written (resumed images' pictures too): later, `sha256sum -c`
+        # in OUTDIR shows whether anything changed.
+        written = [name for record in result.records for name in (record["outputs"] or {})
+                   .values()] + [path.name for path in reports] + [JOURNAL_NAME]
+        manifest, listed = write_manifest(output, written)
     except OSError as error:
         _error(console, f"cannot write the reports in {output}: {error.strerror or error}")
         return EXIT_OUTPUT
@@ -268,4 +288,8 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
                       f"{counts['flagged']} flagged, {counts['unreadable']} unreadable{others}; "
                       f"report: {escape(str(output / 'report.html'))}", highlight=False,
                       soft_wrap=True)
+        console.print(f"report.json SHA-256 {file_sha256(output / REPORT_JSON)}; "
+                      f"{MANIFEST_NAME} SHA-256 {file_sha256(manifest)} ({listed} files; "
+                      f"check with sha256sum -c {MANIFEST_NAME} in the output folder)",
+                      highlight=False, soft_wrap=True)
     return EXIT_UNREADABLE if counts["unreadable"] else EXIT_OK

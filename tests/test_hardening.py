@@ -5,6 +5,7 @@ import ctypes
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -255,6 +256,20 @@ def test_the_same_image_under_two_names_is_reported_twice(corpus):
     a, b = corpus.records["same_a.png"], corpus.records["same_b.png"]
     assert a["sha256"] == b["sha256"] and a["path"] != b["path"]
     assert (a["score"], a["area"], a["difficulty"]) == (b["score"], b["area"], b["difficulty"])
+
+
+def test_the_manifest_checks_out_for_awkward_names(corpus):
+    """sha256sum's own escapes for a name with a line break; bytes that are not UTF-8 kept."""
+    if shutil.which("sha256sum") is None:
+        pytest.skip("no sha256sum on PATH")
+    manifest = (corpus.out / "manifest.sha256").read_bytes()
+    assert b"\\" in manifest and b"new\\nline.png.mask.png" in manifest
+    assert b"not-utf8-\xff\xfe.png.mask.png" in manifest
+    checked = subprocess.run(["sha256sum", "--check", "--strict", "manifest.sha256"],
+                             cwd=corpus.out, capture_output=True)
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    outputs = [p for p in corpus.out.rglob("*.png")]
+    assert checked.stdout.count(b": OK") == len(outputs) + 4
 
 
 def test_inputs_are_opened_read_only_and_left_unchanged(corpus):

@@ -3,6 +3,9 @@ import csv
 import hashlib
 import json
 import os
+import shutil
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -329,3 +332,48 @@ def test_a_folder_holding_a_scan_is_refused_without_resume_or_overwrite(folder, 
     replaced = _scan([*args, "--overwrite"])
     assert replaced.exit_code == 0, replaced.output
     assert len(_report(out)["images"]) == 4
+
+
+def _sha256sum_check(folder: Path) -> subprocess.CompletedProcess:
+    if shutil.which("sha256sum") is None:
+        pytest.skip("no sha256sum on PATH")
+    return subprocess.run(["sha256sum", "--check", "--strict", "manifest.sha256"], cwd=folder,
+                          capture_output=True)
+
+
+def test_case_records_and_a_manifest_that_sha256sum_checks(folder, tmp_path, tiny_checkpoint):
+    (folder / "broken.jpg").unlink()
+    out = tmp_path / "out"
+    args = [folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0", "--case",
+            "C-2026/0042"]
+    result = CliRunner().invoke(app, ["scan", *map(str, args)],
+                                env={"FORGERYLOC_EXAMINER": "Ann Example"})
+    assert result.exit_code == 0, result.output
+    case = _report(out)["run"]["case"]
+    assert (case["id"], case["examiner"]) == ("C-2026/0042", "Ann Example")
+    assert case["host"] == socket.gethostname() and case["user"]
+    rows = list(csv.DictReader(open(out / "report.csv", encoding="utf-8")))
+    assert {(r["case_id"], r["case_examiner"], r["case_host"]) for r in rows} == \
+        {("C-2026/0042", "Ann Example", socket.gethostname())}
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "C-2026/0042" in html and "Ann Example" in html
+    # Every picture and report, each once; the printed hash is report.json's.
+    listed = [line.split("  ", 1)[1] for line in
+              (out / "manifest.sha256").read_text().splitlines()]
+    expected = {str(p.relative_to(out)) for p in out.rglob("*")
+                if p.is_file() and p.name != "manifest.sha256"}
+    assert sorted(listed) == sorted(expected) and len(expected) == 4 * 4 + 4
+    digest = hashlib.sha256((out / "report.json").read_bytes()).hexdigest()
+    assert f"report.json SHA-256 {digest}" in result.stderr
+    checked = _sha256sum_check(out)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # A resumed scan lists the pictures of the images it took from the journal too.
+    Image.fromarray(_photo(30, 40, 7)).save(folder / "late.png")
+    assert _scan([*args, "--resume"]).exit_code == 0
+    listed = (out / "manifest.sha256").read_text()
+    assert "a.jpg.prob.png" in listed and "late.png.prob.png" in listed
+    assert _sha256sum_check(out).returncode == 0
+    # ...and shows a change made afterwards.
+    with open(out / "a.png.mask.png", "ab") as handle:
+        handle.write(b"\0")
+    assert _sha256sum_check(out).returncode != 0

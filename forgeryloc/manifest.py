@@ -1,0 +1,42 @@
+"""The output folder's checksum list: manifest.sha256, one `sha256sum` line per file a scan
+wrote (pictures, reports, journal), so that `sha256sum -c manifest.sha256`, run in the folder
+later, shows that nothing in it changed since."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterable
+
+from .atomic import write_bytes_atomic
+
+MANIFEST_NAME = "manifest.sha256"
+
+
+def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256sum_line(digest: str, relative_path: str) -> bytes:
+    """One line as GNU sha256sum writes it: "HASH  NAME"; a name with a backslash or a line
+    break has them escaped and the line starts with a backslash (what `-c` expects)."""
+    name = os.fsencode(relative_path)
+    if any(c in name for c in b"\\\n\r"):
+        name = name.replace(b"\\", b"\\\\").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        return b"\\" + digest.encode("ascii") + b"  " + name + b"\n"
+    return digest.encode("ascii") + b"  " + name + b"\n"
+
+
+def write_manifest(out_dir: str | Path, relative_paths: Iterable[str]) -> tuple[Path, int]:
+    """Hashes the files (relative to out_dir, POSIX separators; duplicates once, in the given
+    order) and replaces manifest.sha256 atomically; returns its path and the number of lines."""
+    out_dir = Path(out_dir)
+    names = list(dict.fromkeys(relative_paths))
+    lines = b"".join(sha256sum_line(file_sha256(out_dir / name), name) for name in names)
+    target = out_dir / MANIFEST_NAME
+    write_bytes_atomic(target, lines)
+    return target, len(names)
