@@ -456,8 +456,11 @@ class ScanResult:
     def counts(self) -> dict:
         errors = sum(1 for r in self.records if r["error"])
         flagged = sum(1 for r in self.records if r.get("flagged"))
+        # decoded, but libjpeg met corrupt or truncated data on the way (clues.decode_warnings)
+        warned = sum(1 for r in self.records if (r.get("clues") or {}).get("decode_warnings"))
         return {"inputs": len(self.records), "scanned": len(self.records) - errors,
-                "flagged": flagged, "unreadable": errors, "resumed": self.resumed}
+                "flagged": flagged, "unreadable": errors, "resumed": self.resumed,
+                "decode_warnings": warned}
 
 
 def _now() -> str:

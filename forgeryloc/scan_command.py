@@ -284,8 +284,11 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
             if skipped else ""
         reused = f" ({counts['resumed']} from the journal of the earlier run, " \
             f"{counts['inputs'] - counts['resumed']} now)" if request.resume else ""
+        warned = f", {counts['decode_warnings']} with corrupt JPEG data (decode warnings)" \
+            if counts["decode_warnings"] else ""
         console.print(f"scanned {counts['scanned']} of {counts['inputs']} images{reused}, "
-                      f"{counts['flagged']} flagged, {counts['unreadable']} unreadable{others}; "
+                      f"{counts['flagged']} flagged, {counts['unreadable']} unreadable{warned}"
+                      f"{others}; "
                       f"report: {escape(str(output / 'report.html'))}", highlight=False,
                       soft_wrap=True)
         console.print(f"report.json SHA-256 {file_sha256(output / REPORT_JSON)}; "

@@ -1,6 +1,7 @@
 """End-to-end tests of `forgeryloc scan` through the CLI, on tiny folders and a tiny model."""
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -377,3 +378,39 @@ def test_case_records_and_a_manifest_that_sha256sum_checks(folder, tmp_path, tin
     with open(out / "a.png.mask.png", "ab") as handle:
         handle.write(b"\0")
     assert _sha256sum_check(out).returncode != 0
+
+
+def _corrupt_jpeg(path: Path) -> None:
+    """A JPEG whose entropy-coded data has flipped bytes: Pillow still decodes it (smeared),
+    libjpeg warns ("bad Huffman code"). A single flipped byte often passes without a word."""
+    buffer = io.BytesIO()
+    Image.fromarray(_photo(96, 128, 11)).save(buffer, "JPEG", quality=90)
+    data = bytearray(buffer.getvalue())
+    start = data.find(b"\xff\xda")
+    start += 2 + int.from_bytes(data[start + 2:start + 4], "big")
+    for offset in range(start + (len(data) - start) // 4, len(data) - 10, 101):
+        if data[offset] != 0xFF and data[offset - 1] != 0xFF:
+            data[offset] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_jpeg_data_that_decodes_is_counted_and_recorded(folder, tmp_path,
+                                                                tiny_checkpoint):
+    (folder / "broken.jpg").unlink()
+    _corrupt_jpeg(folder / "smeared.jpg")
+    out = tmp_path / "out"
+    result = _scan([folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0",
+                    "--jsonl"])
+    assert result.exit_code == 0, result.output
+    assert "1 with corrupt JPEG data (decode warnings)" in result.stderr, result.stderr
+    records = {r["relative_path"]: r for r in _report(out)["images"]}
+    assert records["smeared.jpg"]["error"] is None
+    assert any("Corrupt JPEG data" in w for w in records["smeared.jpg"]["clues"]["decode_warnings"])
+    assert all(not r["clues"]["decode_warnings"] for name, r in records.items()
+               if name != "smeared.jpg")
+    assert _report(out)["run"]["counts"]["decode_warnings"] == 1
+    printed = {r["relative_path"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert printed["smeared.jpg"]["clues"]["decode_warnings"]
+    rows = {r["relative_path"]: r for r in csv.DictReader(open(out / "report.csv"))}
+    assert "Corrupt JPEG data" in rows["smeared.jpg"]["clue_decode_warnings"]
+    assert "Corrupt JPEG data" in (out / "report.html").read_text(encoding="utf-8")
