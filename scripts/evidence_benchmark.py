@@ -63,6 +63,14 @@ def clue_scores(clues: dict) -> dict[str, float]:
                                    and bool(clues["c2pa"].get("manifest")))}
 
 
+def clue_summary(values: list[float], labels: list[int]) -> dict:
+    tampered = [value for value, label in zip(values, labels) if label]
+    authentic = [value for value, label in zip(values, labels) if not label]
+    return {"image_auc": round(float(roc_auc(np.array(values), np.array(labels))), 4),
+            "share_tampered": round(float(np.mean(tampered)), 4),
+            "share_authentic": round(float(np.mean(authentic)), 4)}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("folder", type=Path)
@@ -95,10 +103,7 @@ def main(argv=None) -> int:
                                  "pixel_auc": round(float(np.mean(r["auc"])), 4),
                                  "images": len(r["f1"]), "without_map": r["absent"]}
                           for name, r in results.items()},
-               "clues": {name: {"image_auc": round(float(roc_auc(np.array(v), np.array(labels))), 4),
-                                "share_tampered": round(float(np.mean([s for s, l in zip(v, labels) if l])), 4),
-                                "share_authentic": round(float(np.mean([s for s, l in zip(v, labels) if not l])), 4)}
-                         for name, v in scores.items()},
+               "clues": {name: clue_summary(values, labels) for name, values in scores.items()},
                "tampered": int(sum(labels)), "authentic": int(len(labels) - sum(labels))}
     text = json.dumps(summary, indent=2)
     print(text)

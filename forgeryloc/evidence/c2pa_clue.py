@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 from functools import lru_cache
 
@@ -41,9 +42,17 @@ def available() -> bool:
     return _binding() is not None
 
 
-@lru_cache(maxsize=1)
+_contexts: dict[int, object] = {}
+
+
 def _context():
-    return _binding().Context.from_dict(_OFFLINE)
+    """The offline reading context of this process (a forked worker cannot use its parent's:
+    the binding invalidates native handles across a fork)."""
+    pid = os.getpid()
+    if pid not in _contexts:
+        _contexts.clear()
+        _contexts[pid] = _binding().Context.from_dict(_OFFLINE)
+    return _contexts[pid]
 
 
 def c2pa_record(data: bytes, image_format: str | None) -> dict | str:
