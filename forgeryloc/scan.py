@@ -34,6 +34,7 @@ from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_picture, one_li
 from .evidence import file_clues
 from .jpeg_input import JpegInput, jpeg_input, read_coefficients
 from .maps import ImageMaps
+from .parent_watch import worker_init
 from .png import PngStream
 from .predict import Predictor
 from .preprocess import resize_rgb, to_tensor
@@ -502,8 +503,13 @@ def _process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except OSError:
-        return True  # exists, owned by someone else
-    return True
+        pass  # exists, owned by someone else
+    # A worker killed with its scan stays a zombie until someone reaps it: dead all the same.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 class ScanLedger:
@@ -612,7 +618,8 @@ def _scan_in_batches(entries: list[InputEntry], out: Path, predictor: Predictor,
     batch_size = images_per_forward(settings, predictor.device.type)
     loader = DataLoader(dataset, batch_size=batch_size,
                         num_workers=settings.workers, collate_fn=_collate,
-                        prefetch_factor=2 if settings.workers else None)
+                        prefetch_factor=2 if settings.workers else None,
+                        worker_init_fn=partial(worker_init, os.getpid()))
     # A writer thread belongs beside a GPU: on a CPU it would take cores from the network.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgeryloc-writer") \
         if use_writer else None
@@ -710,7 +717,7 @@ def _scan_in_pipelines(entries: list[InputEntry], out: Path, predictor: Predicto
     # group. Records keep their place by index; the journal lists them as they finish.
     loader = DataLoader(dataset, batch_size=None, num_workers=settings.workers,
                         collate_fn=_group, prefetch_factor=4 if dataset.group == 1 else 2,
-                        **_AS_FINISHED)
+                        worker_init_fn=partial(worker_init, os.getpid()), **_AS_FINISHED)
     for outcomes in loader:
         for index, outcome in outcomes:
             if "output_error" in outcome:
