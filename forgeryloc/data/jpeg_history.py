@@ -32,9 +32,9 @@ import numpy as np
 from PIL import Image
 
 from ..imaging import ImageReadError
-from .jpeg_tables import SUBSAMPLINGS, TABLE_FAMILIES, QuantTables, draw_tables, encode_with_tables
+from .jpeg_tables import TABLE_FAMILIES, QuantTables, draw_tables, encode_with_tables
 from .synth import (
-    LOAD_ATTEMPTS, MAX_ATTEMPTS, RESAMPLERS, SEGMENT_FRACTION, Layer, PhotoLibrary, Region,
+    MAX_ATTEMPTS, RESAMPLERS, SEGMENT_FRACTION, Layer, PhotoLibrary, Region,
     _png_bytes, _remove_stale, _write_atomic, cut_layer, decode_jpeg, pick_region, place_inside,
 )
 
@@ -241,19 +241,6 @@ class JpegHistorySynthesizer:
 
     # --- photos, hosts and compressions
 
-    def _draw_photo(self, rng: np.random.Generator, exclude: int | None = None):
-        count = len(self.library)
-        for _ in range(LOAD_ATTEMPTS):
-            index = int(rng.integers(count))
-            if index == exclude:
-                index = (index + 1) % count
-            try:
-                rgb, labels, name = self.library.load(index)
-                return index, rgb, labels, name
-            except ImageReadError:
-                continue
-        raise ImageReadError(f"no readable photo in {LOAD_ATTEMPTS} tries")
-
     def _source_is_jpeg(self, index: int) -> bool:
         if index not in self._is_jpeg:
             try:
@@ -267,7 +254,7 @@ class JpegHistorySynthesizer:
                  erase: bool = False) -> _Photo:
         """A random photo, downscaled (which erases a JPEG source's own blocking) by chance,
         or always when `erase` and the photo came from a JPEG file."""
-        index, rgb, labels, name = self._draw_photo(rng, exclude)
+        index, rgb, labels, name = self.library.draw(rng, exclude)
         is_jpeg = self._source_is_jpeg(index)
         chance = self.odds.erase_source_jpeg if is_jpeg else self.odds.rescale_other
         shrink = rng.random() < chance or (erase and is_jpeg)

@@ -95,6 +95,20 @@ class PhotoLibrary:
         candidate = path.parent.parent / "segments" / (path.stem + ".png")
         return candidate if candidate.is_file() else None
 
+    def draw(self, rng: np.random.Generator, exclude: int | None = None):
+        """(index, rgb, labels, name) of a random readable photo other than `exclude`."""
+        count = len(self)
+        for _ in range(LOAD_ATTEMPTS):
+            index = int(rng.integers(count))
+            if index == exclude:
+                index = (index + 1) % count
+            try:
+                rgb, labels, name = self.load(index)
+                return index, rgb, labels, name
+            except ImageReadError:
+                continue
+        raise ImageReadError(f"no readable photo in {LOAD_ATTEMPTS} tries")
+
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, str]:
         """(rgb uint8, segment labels or None, name); raises ImageReadError."""
         cached = self._cache.get(index)
@@ -575,7 +589,7 @@ class ForgerySynthesizer:
 
     def generate(self, rng: np.random.Generator, postprocess: bool | None = None) -> Forgery:
         kind = self._draw_kind(rng)
-        target_index, target, labels, name = self._draw_photo(rng)
+        target_index, target, labels, name = self.library.draw(rng)
         if kind == "authentic":
             image, mask, details = target.copy(), np.zeros(target.shape[:2], np.uint8), {}
         else:
@@ -594,20 +608,6 @@ class ForgerySynthesizer:
         if rng.random() < self.authentic_fraction:
             return "authentic"
         return self.kinds[int(rng.choice(len(self.kinds), p=self.kind_probabilities))]
-
-    def _draw_photo(self, rng: np.random.Generator, exclude: int | None = None):
-        """(index, rgb, labels, name) of a random readable photo other than `exclude`."""
-        count = len(self.library)
-        for _ in range(LOAD_ATTEMPTS):
-            index = int(rng.integers(count))
-            if index == exclude:
-                index = (index + 1) % count
-            try:
-                rgb, labels, name = self.library.load(index)
-                return index, rgb, labels, name
-            except ImageReadError:
-                continue
-        raise ImageReadError(f"no readable photo in {LOAD_ATTEMPTS} tries")
 
     def _forge(self, rng: np.random.Generator, kind: str, target_index: int,
                target: np.ndarray, labels: np.ndarray | None):
@@ -632,7 +632,7 @@ class ForgerySynthesizer:
     # --- manipulations: each returns (image, mask, details) or None when degenerate
 
     def _splice(self, rng: np.random.Generator, target_index: int, target: np.ndarray):
-        _, donor, donor_labels, donor_name = self._draw_photo(rng, exclude=target_index)
+        _, donor, donor_labels, donor_name = self.library.draw(rng, exclude=target_index)
         target_area = target.shape[0] * target.shape[1]
         donor_area = donor.shape[0] * donor.shape[1]
         wanted = _loguniform(rng, 0.01, 0.3) * target_area  # pixels in the target
