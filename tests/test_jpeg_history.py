@@ -16,7 +16,7 @@ from forgeryloc.data.jpeg_history import (
     write_history_dataset,
 )
 from forgeryloc.data.jpeg_tables import (
-    SUBSAMPLINGS, QuantTables, draw_tables, encode_with_tables, ijg_tables,
+    QuantTables, draw_tables, encode_with_tables, ijg_tables,
 )
 from forgeryloc.data.synth import RESAMPLERS, PhotoLibrary, decode_jpeg
 

@@ -1,6 +1,5 @@
 """The JPEG stream network and the fusion of its block logits into an image's maps."""
 import numpy as np
-import pytest
 import torch
 from torch.nn import functional as F
 
