@@ -227,13 +227,39 @@ def _inline_hash(template: str, tag: str) -> str:
     return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
 
 
-def _content_security_policy(template: str) -> str:
+def _content_security_policy(template: str, page_style: str) -> str:
     """Nothing may load from anywhere: images only from data: URIs, only our own script and
-    style run (even if some text escaped escaping, it could not execute)."""
+    styles run (even if some text escaped escaping, it could not execute)."""
+    page_digest = base64.b64encode(hashlib.sha256(page_style.encode("utf-8")).digest())
     return ("default-src 'none'; img-src data:; "
-            f"style-src {_inline_hash(template, 'style')}; "
+            f"style-src {_inline_hash(template, 'style')} "
+            f"'sha256-{page_digest.decode('ascii')}'; "
             f"script-src {_inline_hash(template, 'script')}; "
             "base-uri 'none'; form-action 'none'")
+
+
+def _css_string(text: str) -> str:
+    """A CSS string literal that shows `text` as it is: every character other than letters,
+    digits and plain punctuation as a hex escape (no quote, backslash or `</style>` survives)."""
+    return '"' + "".join(c if c.isalnum() or c in " -_.,:;/()#+=@" else f"\\{ord(c):x} "
+                         for c in text) + '"'
+
+
+def _page_style(run: dict) -> str:
+    """@page rules of the printed report: the case and the tool in the header of every page,
+    when the scan started and the page number of the page count in the footer."""
+    case = run.get("case") if isinstance(run.get("case"), dict) else {}
+    case_text = f"Case {case['id']}" if case.get("id") else "no case ID given"
+    if case.get("examiner"):
+        case_text += f" · examiner {case['examiner']}"
+    started = _run_fact(run, (("started",), ("started_at",)))
+    box = "font: 9pt system-ui, sans-serif; color: #444;"
+    return ("@page { size: A4; margin: 16mm 12mm 16mm 12mm; "
+            f"@top-left {{ content: {_css_string(case_text)}; {box} }} "
+            f"@top-right {{ content: {_css_string('forgeryloc scan report')}; {box} }} "
+            f"@bottom-left {{ content: {_css_string(f'scan started {started}' if started else '')}; "
+            f"{box} }} "
+            f'@bottom-right {{ content: "page " counter(page) " of " counter(pages); {box} }} }}')
 
 
 def _fill(template: str, parts: dict[str, str]) -> str:
@@ -432,8 +458,10 @@ def render_html(out_dir: str | os.PathLike, run: dict, records: list[dict],
     rows = "\n".join(_row_html(index, record, out_dir, thumbnails, previews or {})
                      for index, record in enumerate(report_order(records)))
     run_json = json.dumps(plain(run), indent=2, sort_keys=True, ensure_ascii=False)
+    page_style = _page_style(run)
     return _fill(template, {
-        "csp": _esc(_content_security_policy(template)),
+        "csp": _esc(_content_security_policy(template, page_style)),
+        "page_style": page_style,
         "summary": _counts_html(records) + _summary_html(run),
         "rows": rows,
         "run_json": _esc(run_json),

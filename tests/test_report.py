@@ -256,3 +256,39 @@ def test_browser_sorts_by_area_on_request(scan, tmp_path):
     page = parse(dom)
     assert [row["data-path"] for row in page.rows] == expected_order(records, "area")
     assert re.search(r'data-key="area" aria-sort="descending"', dom)
+
+
+def test_report_prints_to_a_clean_pdf(scan, tmp_path):
+    """Printed with headless Chromium: the summary on page 1, then the images, none split
+    across pages; no controls; the case and "page k of N" on every page."""
+    pypdf = pytest.importorskip("pypdf")
+    binary = chromium()
+    if binary is None:
+        pytest.skip("no chromium binary on PATH (apt-get install chromium)")
+    out_dir, records = scan
+    rows = [dict(records[0], relative_path=f"img{i:02d}.jpg", score=round(0.9 - i / 50, 3))
+            for i in range(12)]
+    case = 'C-7 "</style><b>x'  # shown as it is, never taken for markup or CSS
+    run = dict(RUN, case={"id": case, "examiner": "Ann Example", "host": "h", "user": "u"})
+    page = tmp_path / "report.html"
+    page.write_text(report.render_html(out_dir, run, rows), encoding="utf-8")
+    pdf = tmp_path / "report.pdf"
+    result = subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu",
+                             "--no-first-run", "--disable-background-networking",
+                             f"--user-data-dir={tmp_path / 'profile'}", "--no-pdf-header-footer",
+                             f"--print-to-pdf={pdf}", page.resolve().as_uri()],
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0 and pdf.is_file(), result.stderr[-2000:]
+    texts = [p.extract_text() for p in pypdf.PdfReader(pdf).pages]
+    count = len(texts)
+    assert count >= 3, f"{count} pages: the summary, then 12 rows of thumbnails"
+    for number, text in enumerate(texts, 1):
+        flat = " ".join(text.split())
+        assert f"Case {case} · examiner Ann Example" in flat, (number, flat[:300])
+        assert f"page {number} of {count}" in flat, (number, flat[-300:])
+        assert "show flagged images only" not in flat and "Complete run metadata" not in flat
+    assert "Weights SHA-256" in texts[0] and "img00.jpg" not in texts[0]
+    for row in rows:
+        pages = [n for n, text in enumerate(texts) if row["relative_path"] in text]
+        assert len(pages) == 1, (row["relative_path"], pages)
+        assert f"{row['score']:.3f}" in texts[pages[0]], "a row is never split across pages"
