@@ -424,33 +424,93 @@ def _curvature_colours(curvature: np.ndarray) -> tuple[np.ndarray, float, bool]:
 
 
 def difficulty_image(curvature: np.ndarray, label: str, score: float,
-                     size: tuple[int, int] | None = None) -> Image.Image:
-    """The curvature map of the global prior in blue (< 0, convex contours) - white (0) -
-    red (> 0, concave contours), clipped at the 99th percentile of |curvature|, with a
-    legend strip below. `size` (w, h) enlarges the map for display (nearest neighbour,
-    so every model cell stays a visible block)."""
+                     size: tuple[int, int] | None = None, photo: np.ndarray | None = None,
+                     cells: tuple[float, float] | None = None) -> Image.Image:
+    """The curvature of the network's global prior, blue (< 0: convex, pushes towards easy) -
+    white (0) - red (> 0: concave, pushes towards hard), clipped at the 99th percentile of
+    |curvature|, over the photo, with a legend strip below.
+
+    cells: (rows, cols) of the prior's own grid (one value per 32 network pixels). The
+    curvature of its bilinear enlargement lies on the cell borders, so drawn as it is every
+    image shows the same grid of lines; averaged per cell it keeps its sum (what decides the
+    label) and says where the bending is. The map is then interpolated smoothly (bilinear) to
+    `size` (w, h); `photo` (h x w x 3 uint8 at that size) is shown in grey beneath, the
+    colours more opaque where the curvature is stronger."""
     curvature = _check_map(curvature, "curvature")
-    colours, scale, undefined = _curvature_colours(curvature)
+    if cells is not None:
+        curvature = cell_means(curvature, cells)
+    finite = np.isfinite(curvature)
+    scale = _curvature_scale(curvature, finite)
+    width, height = (curvature.shape[1], curvature.shape[0]) if size is None else \
+        (max(1, int(size[0])), max(1, int(size[1])))
+    values = np.where(finite, curvature, 0.0).astype(np.float32)
+    if (width, height) != (values.shape[1], values.shape[0]):
+        values = np.asarray(Image.fromarray(values, "F").resize((width, height),
+                                                                Image.Resampling.BILINEAR))
+        finite = np.asarray(Image.fromarray(finite).resize((width, height),
+                                                           Image.Resampling.NEAREST))
+    signed = np.clip(values / np.float32(scale), -1.0, 1.0)
+    colours = DIVERGING[np.rint((signed + 1.0) * 127.5).astype(np.uint8)]
+    if photo is not None:
+        photo = np.asarray(photo)
+        if photo.shape != (height, width, 3):
+            raise ValueError(f"photo shape {photo.shape} differs from the picture's "
+                             f"{(height, width, 3)}")
+        grey = np.asarray(Image.fromarray(np.ascontiguousarray(photo)).convert("L"),
+                          np.float32)[..., None]
+        opacity = (0.85 * np.abs(signed))[..., None]  # the grey photo where it is flat
+        colours = np.rint(colours * opacity + (40 + 0.7 * grey) * (1 - opacity)
+                          ).astype(np.uint8)
+    undefined = not bool(finite.all())
+    if undefined:
+        colours[~finite] = UNDEFINED_COLOUR
     picture = Image.fromarray(colours)
-    if size is not None and tuple(size) != picture.size:
-        picture = picture.resize((max(1, int(size[0])), max(1, int(size[1]))),
-                                 Image.Resampling.NEAREST)
     legend = _difficulty_legend(max(picture.width, MIN_CANVAS_WIDTH), label, score, scale,
                                 undefined)
     return _stack(picture, legend)
 
 
+def cell_means(values: np.ndarray, cells: tuple[float, float]) -> np.ndarray:
+    """rows x cols means of a map over a grid of equal cells (NaN where a cell has no finite
+    value); rows and cols are rounded and kept between 1 and the map's size."""
+    rows = min(values.shape[0], max(1, round(cells[0])))
+    cols = min(values.shape[1], max(1, round(cells[1])))
+    finite = np.isfinite(values)
+    clean = np.where(finite, values, 0.0).astype(np.float64)
+    row_starts = np.linspace(0, values.shape[0], rows + 1).astype(int)[:-1]
+    col_starts = np.linspace(0, values.shape[1], cols + 1).astype(int)[:-1]
+
+    def sums(array: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(np.add.reduceat(array, row_starts, axis=0), col_starts, axis=1)
+
+    counts = sums(finite.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums(clean) / counts, np.nan).astype(np.float32)
+
+
+def difficulty_headline(label: str, score: float) -> str:
+    """The legend's first line. The score is sigmoid(sum of the curvature over the whole map):
+    that sum runs to thousands, so the score is nearly always exactly 0.00 or 1.00, and then
+    only its sign decided the label; the line says so rather than show a number that says
+    nothing."""
+    if score is None or not math.isfinite(score):
+        return f"difficulty: {label} (score n/a)"
+    if min(score, 1.0 - score) < 1e-4:
+        return f"difficulty: {label} (score saturated at {score:.2f}: only the sign counted)"
+    return f"difficulty: {label} (score {score:.2f})"
+
+
 def _difficulty_legend(width: int, label: str, score: float, scale: float,
                        undefined: bool) -> Image.Image:
-    """Legend strip: headline / convex [diverging bar] concave / what the colours mean."""
+    """Legend strip: headline / easy: convex [diverging bar] concave: hard / caption."""
     layout = _Layout(width, lines=3)
     legend = _difficulty_legend_body(width).copy()
     draw = ImageDraw.Draw(legend)
-    score_text = f"{score:.2f}" if score is not None and math.isfinite(score) else "n/a"
-    _centred_text(draw, layout, layout.pad, f"difficulty: {label} (score {score_text})")
-    caption = f"curvature of the global prior: convex / concave (clipped at ±{scale:.3g})"
+    _centred_text(draw, layout, layout.pad, difficulty_headline(label, score))
+    caption = (f"bending of the network's coarse prior (±{scale:.3g}); hard: its sum > 0, "
+               f"a ragged region; easy: compact")
     if undefined:
-        caption += ", grey = undefined"
+        caption += "; grey: undefined"
     _centred_text(draw, layout, layout.pad + layout.line + layout.bar + layout.pad / 2, caption)
     return legend
 
@@ -461,7 +521,7 @@ def _difficulty_legend_body(width: int) -> Image.Image:
     layout = _Layout(width, lines=3)
     legend = Image.new("RGB", (width, layout.height), BACKGROUND)
     _bar_with_end_labels(legend, ImageDraw.Draw(legend), layout, layout.pad + layout.line,
-                         DIVERGING, "convex", "concave")
+                         DIVERGING, "easy: convex", "concave: hard")
     return legend
 
 

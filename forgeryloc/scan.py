@@ -49,6 +49,7 @@ CPU_GROUP = 4
 # Report previews kept in memory (~10 KB each); beyond, the report reads them from the files.
 MAX_HELD_PREVIEWS = 20_000
 OUTPUT_KINDS = ("overlay", "mask", "prob", "difficulty")
+PRIOR_CELL = 32  # network pixels per value of the global prior (the encoder's last stride)
 
 
 @dataclass(frozen=True)
@@ -377,8 +378,13 @@ def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, previe
         from .report import preview_pair
         previews = preview_pair(Image.fromarray(preview),
                                 overlay.crop(render.photo_box(overlay.size, (width, height))))
+    # The prior has one value per PRIOR_CELL network pixels: in resize mode the curvature
+    # comes at the network's size, in tile mode at the preview's, over the native pixels.
+    covered = curvature.shape if settings.mode == "resize" else (maps.height, maps.width)
+    cells = (covered[0] / PRIOR_CELL, covered[1] / PRIOR_CELL)
     render.save_png(render.difficulty_image(curvature, maps.difficulty_label,
-                                            maps.difficulty_score, size=(width, height)),
+                                            maps.difficulty_score, size=(width, height),
+                                            photo=preview, cells=cells),
                     out_dir / paths["difficulty"])
     return WrittenOutputs(paths, score, area, flagged, previews)
 

@@ -241,3 +241,38 @@ def test_open_thumbnail_crops_the_legend_off_an_overlay(tmp_path):
         assert thumb.size == (100, 10)
     with pytest.raises(OSError):
         render.open_thumbnail(tmp_path, 100)
+
+
+def test_difficulty_picture_shows_cells_smoothly_over_the_photo():
+    """The curvature of a bilinearly enlarged 8 x 8 prior lies on its cell borders: drawn as
+    it is, every image showed the same grid of lines. Averaged per prior cell and
+    interpolated, the picture changes smoothly, keeps the sign of each region, and shows the
+    photo (in grey) where the prior is flat."""
+    curvature = np.zeros((256, 256), np.float32)
+    curvature[::32, :] = curvature[:, ::32] = -1.0       # convex lines everywhere...
+    curvature[:128, :128][::32, :] = 1.0                 # ...concave in the top-left quarter
+    curvature[:128, :128][:, ::32] = 1.0
+    grey = np.full((300, 300, 3), 128, np.uint8)
+    image = render.difficulty_image(curvature, "hard", 1.0, size=(300, 300), photo=grey,
+                                    cells=(8, 8))
+    pixels = np.asarray(image)[:300, 10:310].astype(int)  # centred on a 320-wide canvas
+    steps = max(np.abs(np.diff(pixels, axis=0)).max(), np.abs(np.diff(pixels, axis=1)).max())
+    assert steps <= 25, f"a step of {steps} levels between neighbouring pixels"
+    top_left, bottom_right = pixels[40, 40], pixels[260, 260]
+    assert top_left[0] > top_left[2] + 60 and bottom_right[2] > bottom_right[0] + 30
+    assert render.cell_means(curvature, (8, 8)).sum() * 32 * 32 == pytest.approx(curvature.sum())
+    photo = np.zeros((300, 300, 3), np.uint8)
+    photo[:, 150:] = (255, 200, 0)
+    flat = np.asarray(render.difficulty_image(np.zeros((8, 8), np.float32), "easy", 0.0,
+                                              size=(300, 300), photo=photo))[:300, 10:310]
+    flat = flat.astype(int)
+    assert flat[:, :150].mean() < 60 and flat[:, 150:].mean() > 150, "the photo, in grey"
+    assert (flat[..., 0] == flat[..., 2]).all()
+
+
+def test_difficulty_headline_does_not_show_a_saturated_score_as_a_measure():
+    assert render.difficulty_headline("hard", 1.0) == \
+        "difficulty: hard (score saturated at 1.00: only the sign counted)"
+    assert render.difficulty_headline("easy", 0.0).startswith("difficulty: easy (score saturated")
+    assert render.difficulty_headline("hard", 0.73) == "difficulty: hard (score 0.73)"
+    assert render.difficulty_headline("easy", float("nan")) == "difficulty: easy (score n/a)"
