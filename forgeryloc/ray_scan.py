@@ -12,6 +12,7 @@ the same forgeryloc. Ray is imported only here, and only when --ray is used: it 
 optional extra `forgeryloc[ray]`."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -285,12 +286,23 @@ def run_ray_scan(entries: list[InputEntry], out_dir: str | Path, weights: str | 
         raise RayScanError("--ray-actors must be at least 1")
     # Workers have other working folders: every path they get is absolute.
     out, weights = Path(os.path.abspath(out_dir)), Path(os.path.abspath(weights))
+    connected_here = _connect(ray, address)
+    try:
+        use_gpu = _plan(ray, device, actors)
+    except BaseException:
+        if connected_here:
+            ray.shutdown()
+        raise
+    # bf16 autocast runs on GPU actors only: the journal records what will be used, as a
+    # local scan's does (so either can resume the other).
+    settings = dataclasses.replace(settings,
+                                   mixed_precision=settings.mixed_precision and use_gpu)
+    if "settings" in journal_header:
+        journal_header = {**journal_header, "settings": settings.fingerprint()}
     ledger = ScanLedger(entries, out, journal_header, resume, on_record)
     workers: set[tuple[str, int]] = set()
     try:
-        connected_here = _connect(ray, address)
         try:
-            use_gpu = _plan(ray, device, actors)
             outcomes = _pipeline(ray, entries, ledger.done, out, weights, weights_sha256, card,
                                  settings, actors, use_gpu)
             for row in outcomes.iter_rows():  # as they finish, in any order
