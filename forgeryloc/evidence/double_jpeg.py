@@ -48,7 +48,7 @@ MIN_GAIN = 15.0           # nats the double model must gain over the single one 
 MIN_GAIN_PER_VALUE = 0.01  # ... and per nonzero value
 MIN_FREQUENCIES = 2       # frequencies that must show it for the image estimate
 TERM_CLIP = 4.0           # nats one coefficient may add to a block's evidence
-CALIBRATION_SIDE = 1024   # the calibration reads at most this square of pixels
+CALIBRATION_SIDE = 512    # the calibration reads at most this square of pixels (~4,000 blocks)
 
 
 @dataclass(frozen=True)
