@@ -2,9 +2,10 @@
 threshold and the hardware recorded in the provenance.
 
     python scripts/ship_weights.py runs/b0-256/best.safetensors --score-threshold T \
-        --hardware "2 CPU cores" [--note ...]
+        --hardware "2 CPU cores" [--note ...] [--evaluation EVALUATE.json]
 """
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def main() -> None:
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--note", default="")
     parser.add_argument("--metrics", default=None, help="metrics.jsonl of the run to copy beside")
+    parser.add_argument("--evaluation", default=None, help="`evaluate --json` output of this "
+                        "checkpoint, recorded as its validation")
     parser.add_argument("--out", default=f"weights/{DEFAULT_WEIGHTS_NAME}")
     args = parser.parse_args()
     model, card = load_model(args.checkpoint)
@@ -27,6 +30,9 @@ def main() -> None:
     card.provenance["hardware"] = args.hardware
     if args.note:
         card.provenance["note"] = args.note
+    if args.evaluation:
+        summary = json.loads(Path(args.evaluation).read_text())
+        card.provenance["validation"] = {k: v for k, v in summary.items() if k != "skipped"}
     save_checkpoint(model, card, args.out, dtype=torch.float16)
     if args.metrics:
         shutil.copy(args.metrics, Path(args.out).with_name("training-metrics.jsonl"))
