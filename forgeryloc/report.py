@@ -422,8 +422,9 @@ def _result_cells(record: dict) -> str:
                else "<span class=\"badge clear\">not flagged</span>")
     difficulty = record.get("difficulty") or {}
     level = _finite(difficulty.get("score"))
-    difficulty_text = " ".join(filter(None, [str(difficulty.get("label") or ""),
-                                             f"({level:.2f})" if level is not None else ""]))
+    shown = "" if level is None else ("(saturated)" if min(level, 1.0 - level) < 1e-4
+                                      else f"({level:.2f})")  # as render.difficulty_headline
+    difficulty_text = " ".join(filter(None, [str(difficulty.get("label") or ""), shown]))
     return (f"<td class=\"num score\">{score:.3f}</td>"
             f"<td class=\"num area\">{'' if area is None else f'{area * 100:.1f} %'}</td>"
             f"<td>{verdict}</td><td>{_esc(difficulty_text)}</td>"

@@ -292,3 +292,12 @@ def test_report_prints_to_a_clean_pdf(scan, tmp_path):
         pages = [n for n, text in enumerate(texts) if row["relative_path"] in text]
         assert len(pages) == 1, (row["relative_path"], pages)
         assert f"{row['score']:.3f}" in texts[pages[0]], "a row is never split across pages"
+
+
+def test_a_saturated_difficulty_score_is_not_shown_as_a_number():
+    from forgeryloc.report import _result_cells
+    record = {"score": 0.2, "area": 0.1, "flagged": False, "outputs": {},
+              "difficulty": {"label": "hard", "score": 1.0}}
+    assert "hard (saturated)" in _result_cells(record)
+    record["difficulty"]["score"] = 0.62
+    assert "hard (0.62)" in _result_cells(record)
