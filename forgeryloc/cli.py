@@ -195,14 +195,36 @@ def info(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
-    table = Table(title=f"forgeryloc model card: {path.name}", show_header=False)
-    table.add_column("field", style="bold")
+    console = Console()
+    console.print(_card_table(f"forgeryloc model card: {path.name}",
+                              {k: v for k, v in summary.items() if not isinstance(v, dict)}))
+    for section in ("architecture", "provenance"):
+        if summary[section]:
+            console.print(_card_table(section, summary[section]))
+
+
+def _card_table(title: str, mapping: dict) -> Table:
+    """Two columns: whole dotted keys (never cut) and values folded to the width left."""
+    rows = _flatten(mapping)
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold", no_wrap=True,
+                     min_width=max(len(key) for key, _ in rows))
     table.add_column("value", overflow="fold")
-    for key, value in summary.items():
-        if isinstance(value, (dict, list)):
-            value = json.dumps(value)
-        table.add_row(key, str(value))
-    Console().print(table)
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+
+
+def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, text) rows of a nested mapping: one row per leaf, lists as compact JSON."""
+    rows = []
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            rows += _flatten(value, f"{prefix}{key}.")
+        else:
+            text = value if isinstance(value, str) else json.dumps(value)
+            rows.append((f"{prefix}{key}", text))
+    return rows
 
 
 @command()
@@ -519,9 +541,12 @@ def fuse(
     verbose: bool = VERBOSE,
 ) -> None:
     """Attach a JPEG stream to a network and fit their late fusion on training images."""
+    import torch
+
     from .data.datasets import read_dataset, split_holdout
     from .fuse import attach_stream, fit_fusion, set_fusion
     from .predict import Predictor
+    from .provenance import runtime
     from .train_jpeg import load_stream
     from .weights import CheckpointError, load_model, save_checkpoint
 
@@ -548,7 +573,9 @@ def fuse(
                                   "fitted on": f"{len(samples)} training-split images of "
                                   f"{', '.join(p.name for p in data) or 'no dataset'} and "
                                   f"{len(synthetic)} synthetic compression histories",
-                                  **summary}}
+                                  "seed": seed, "val_fraction": val_fraction,
+                                  "group_pattern": group_pattern, **summary,
+                                  **runtime(torch.device("cpu"))}}
     save_checkpoint(fused, card, output)
     err_console.print(f"wrote {output}: fusion weights (a0, c0, a1, b, c1) = "
                       f"{', '.join(f'{w:.3f}' for w in fitted)}", highlight=False)

@@ -28,8 +28,9 @@ from .model.encoders import input_normalization
 from .model.m2sformer import M2SFormer, build_model, get_config
 from .predict import Predictor
 from .preprocess import resize_mask, resize_rgb, to_tensor
+from .provenance import runtime
 from .weights import (CheckpointInfo, IMAGENET_MEAN, IMAGENET_STD, load_model, read_checkpoint,
-                      save_checkpoint)
+                      save_checkpoint, sha256_file)
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +230,14 @@ class Trainer:
         self.mean, self.std = self._normalization()
         mixed, train_samples, val_samples = self._data()
 
+        self.val_images = len(val_samples)
         state = {"step": 0, "epoch": 0, "elapsed": 0.0, "best_dsc": -1.0, "history": []}
-        if c.resume:
-            model, _ = load_model(c.resume)
+        self.started_from = None
+        if c.resume or c.init_weights:
+            model, start = load_model(c.resume or c.init_weights)
             model.train()
-        elif c.init_weights:
-            model, _ = load_model(c.init_weights)
-            model.train()
+            self.started_from = self._origin(c.resume or c.init_weights, start.provenance,
+                                             model.config.name)
         else:
             model = build_model(c.arch)
             if c.init_encoder:
@@ -269,6 +271,7 @@ class Trainer:
         total_steps = steps_per_epoch * c.epochs
         budget = c.max_minutes * 60 if c.max_minutes else None
         amp = device.type == "cuda"
+        self.runtime = runtime(device, self.world, "bf16" if amp else None)
         started = time.monotonic() - state["elapsed"]
         last_checkpoint = time.monotonic()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -328,6 +331,7 @@ class Trainer:
             metrics = self._validate(shipped, val_samples, device) if val_samples else None
             if metrics:
                 record.update({f"val_{k}": v for k, v in metrics.items()})
+                metrics = {"epoch": record["epoch"], **metrics}
             state["history"].append(record)
             if self.rank == 0:
                 with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:
@@ -361,34 +365,62 @@ class Trainer:
         return {k: result.summary[k] for k in keys}
 
     # ---- checkpoints --------------------------------------------------------------------
+    def _recipe(self, arch: str) -> dict:
+        """The run's settings, local paths of its outputs left out, with `arch` the architecture
+        built (a continued checkpoint's own, whatever --arch said)."""
+        recipe = {k: v for k, v in asdict(self.config).items() if k not in ("out_dir", "resume")}
+        return {**recipe, "arch": arch}
+
+    def _origin(self, path: str, earlier: dict, arch: str) -> dict:
+        """The checkpoint a run continues: its file, hash and step, and its recipe where the
+        earlier training differed from this one."""
+        origin = {"how": "resume" if self.config.resume else "init_weights",
+                  "file": Path(path).name, "sha256": sha256_file(path)}
+        if "step" in earlier:
+            origin["step"] = earlier["step"]
+        if earlier.get("recipe") not in (None, self._recipe(arch)):
+            origin["recipe"] = earlier["recipe"]
+        return origin
+
     def _card(self, state: dict | None, metrics: dict | None,
-              train_samples: list[Sample] | None = None) -> CheckpointInfo:
-        c = self.config
-        provenance = {
-            "tool": f"forgeryloc {__version__}",
-            "recipe": {k: v for k, v in asdict(c).items() if k not in ("out_dir", "resume")},
-            "training_images_real": len(train_samples or []),
-        }
+              train_samples: list[Sample] | None = None,
+              weights: str | None = None) -> CheckpointInfo:
+        """`metrics`: the validation of exactly these weights (their epoch's), or None."""
+        provenance = {"tool": f"forgeryloc {__version__}"}
         if state is not None:
-            provenance.update(step=state["step"], epoch=state["epoch"],
-                              minutes=round(state["elapsed"] / 60, 2),
-                              device=os.environ.get("FORGERYLOC_TRAIN_HARDWARE", ""))
+            provenance.update(recipe=self._recipe(self.model_config.name),
+                              training_images_real=len(train_samples or []),
+                              validation_images=self.val_images,
+                              step=state["step"], epochs_completed=state["epoch"],
+                              minutes=round(state["elapsed"] / 60, 2), **self.runtime)
+            if self.started_from:
+                provenance["started_from"] = self.started_from
+            if weights:
+                provenance["weights"] = weights
         if metrics:
             provenance["validation"] = metrics
         return CheckpointInfo(config=self.model_config, mean=self.mean, std=self.std,
-                              input_size=c.size, provenance=provenance,
-                              embeddings="stand-in (random, fixed seed), learned against")
+                              input_size=self.config.size, provenance=provenance,
+                              embeddings="stand-in (random, fixed seed); trained with them")
 
     def _save(self, model, optimizer, state, name, train_samples, metrics,
               average: WeightAverage | None = None) -> None:
         """Weights of `model` (the best checkpoint holds the averaged ones when averaging);
-        "last" also keeps the average beside it so that a resumed run goes on averaging."""
+        "last" also keeps the average beside it so that a resumed run goes on averaging.
+        `metrics` were measured on the averaged weights when averaging: the raw ones record none."""
         if self.rank != 0:
             return
-        save_checkpoint(model, self._card(state, metrics, train_samples),
-                        self.out / f"{name}.safetensors")
+        if self.config.ema_decay is None:
+            card = self._card(state, metrics, train_samples)
+        elif name == "best":  # `model` is the average here
+            card = self._card(state, metrics, train_samples, "weight average")
+        else:
+            card = self._card(state, None, train_samples,
+                              f"raw (validated: the average in {name}.ema.safetensors)")
+        save_checkpoint(model, card, self.out / f"{name}.safetensors")
         if average is not None:
-            save_checkpoint(average.model, self._card(state, metrics, train_samples),
+            save_checkpoint(average.model,
+                            self._card(state, metrics, train_samples, "weight average"),
                             self.out / f"{name}.ema.safetensors")
         # Optimizer and loop state: tensors and plain values only, loadable with weights_only.
         resume_state = {"optimizer": optimizer.state_dict(),

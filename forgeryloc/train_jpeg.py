@@ -20,6 +20,7 @@ from .data.jpeg_blocks import RealJpegWindows, SyntheticJpegWindows, grid_from_s
 from .evaluate import PAPER_THRESHOLD, MetricsCollector, resize_probability
 from .imaging import ImageReadError
 from .model.jpeg_stream import JpegStream, JpegStreamConfig
+from .provenance import runtime
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +200,7 @@ def train_jpeg_stream(config: JpegTrainConfig, on_log: Callable[[dict], None] | 
             handle.write(json.dumps(record) + "\n")
         if on_log:
             on_log(record)
-        provenance = {"recipe": asdict(c), **record,
+        provenance = {"recipe": asdict(c), **record, **runtime(device),
                       "train_images": len(train), "val_images": len(val)}
         save_stream(stream, out / "last.safetensors", provenance)
         if val and record["val_dsc"] > state["best_dsc"]:

@@ -14,6 +14,21 @@ import torch
 from forgeryloc.weights import DEFAULT_WEIGHTS_NAME, load_model, save_checkpoint
 
 
+def repair_legacy_provenance(card) -> None:
+    """Checkpoints written before training recorded exact provenance: the recipe's arch was --arch's
+    default even when a resumed checkpoint's architecture was built, `device` was an empty
+    hardware note, and `epoch` counted completed epochs. A fused file: its RGB network's."""
+    fused = "rgb" in card.provenance
+    provenance = card.provenance["rgb"] if fused else card.provenance
+    if "recipe" in provenance:
+        name = card.config.name
+        provenance["recipe"]["arch"] = name.removesuffix("-jpeg") if fused else name
+    if provenance.get("device") == "":
+        del provenance["device"]
+    if "epoch" in provenance and "epochs_completed" not in provenance:
+        provenance["epochs_completed"] = provenance.pop("epoch")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoint")
@@ -27,6 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     model, card = load_model(args.checkpoint)
     card.score_threshold = args.score_threshold
+    repair_legacy_provenance(card)
     card.provenance["hardware"] = args.hardware
     if args.note:
         card.provenance["note"] = args.note

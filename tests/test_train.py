@@ -172,3 +172,153 @@ def test_weight_average_ramps_up_from_the_current_weights():
     before = average.model.weight.clone()
     average.update(model, step=0)  # decay min(0.99, 1/10): mostly the new weights
     torch.testing.assert_close(average.model.weight, 0.1 * before + 0.9 * model.weight)
+
+
+# ---- provenance: a checkpoint records exactly the run that made it --------------------------
+
+def _records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _expected_provenance(config, record, arch, train_images=48, val_images=24):
+    """What a checkpoint written at the end of `record`'s epoch must say, field by field."""
+    from dataclasses import asdict
+
+    from forgeryloc import __version__
+    recipe = {k: v for k, v in asdict(config).items() if k not in ("out_dir", "resume")}
+    return {"tool": f"forgeryloc {__version__}", "recipe": {**recipe, "arch": arch},
+            "training_images_real": train_images, "validation_images": val_images,
+            "step": record["step"], "epochs_completed": record["epoch"] + 1,
+            "minutes": record["elapsed_minutes"], "device": "cpu", "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "mixed_precision": "none",
+            "hardware": "test bench",
+            "validation": {"epoch": record["epoch"],
+                           **{k[4:]: v for k, v in record.items() if k.startswith("val_")}}}
+
+
+def test_best_and_last_record_the_run_that_wrote_them(tmp_path, tiny_registered, synthetic_sets,
+                                                      monkeypatch):
+    """Every provenance field of best and last: the config run, the architecture built, the
+    steps and epochs, the device, and the validation of the epoch whose weights are in the file;
+    a resumed run records the architecture of the checkpoint it continued, not --arch's default."""
+    from forgeryloc.weights import sha256_file
+
+    monkeypatch.setenv("FORGERYLOC_TRAIN_HARDWARE", "test bench")
+    train, val, _ = synthetic_sets
+    config = _config(tmp_path, tiny_registered, train, val, epochs=2, epoch_size=8)
+    Trainer(config).run()
+    run = tmp_path / "run"
+    records = _records(run)
+    assert [(r["epoch"], r["step"]) for r in records] == [(0, 2), (1, 4)]
+    best = max(records, key=lambda r: r["val_dsc"])  # the first of equals, as the trainer keeps
+    for name, record in (("last", records[-1]), ("best", best)):
+        card = load_model(run / f"{name}.safetensors")[1]
+        assert card.provenance == _expected_provenance(config, record, "tiny"), name
+
+    before = sha256_file(run / "last.safetensors")
+    resumed = _config(tmp_path, "m2sformer-b2", train, val, epochs=3, epoch_size=8,
+                      resume=str(run / "last.safetensors"))
+    Trainer(resumed).run()
+    provenance = load_model(run / "last.safetensors")[1].provenance
+    assert provenance.pop("started_from") == {
+        "how": "resume", "file": "last.safetensors", "sha256": before, "step": 4,
+        "recipe": _expected_provenance(config, records[-1], "tiny")["recipe"]}
+    assert provenance == _expected_provenance(resumed, _records(run)[-1], "tiny")
+
+
+def test_with_a_weight_average_only_the_validated_weights_carry_the_validation(
+        tmp_path, tiny_registered, synthetic_sets, monkeypatch):
+    monkeypatch.setenv("FORGERYLOC_TRAIN_HARDWARE", "test bench")
+    train, val, _ = synthetic_sets
+    config = _config(tmp_path, tiny_registered, train, val, epochs=1, epoch_size=8,
+                     ema_decay=0.9)
+    Trainer(config).run()
+    run = tmp_path / "run"
+    expected = _expected_provenance(config, _records(run)[0], "tiny")
+    for name in ("best", "last.ema"):
+        assert load_model(run / f"{name}.safetensors")[1].provenance == {
+            **expected, "weights": "weight average"}, name
+    raw = load_model(run / "last.safetensors")[1].provenance
+    assert "validation" not in raw and raw["weights"].startswith("raw")
+
+
+def test_info_shows_a_trained_checkpoint_row_by_row(tmp_path, tiny_registered, synthetic_sets):
+    """The card, the architecture and the provenance as tables of one row per field (nested
+    ones dotted: recipe.arch, validation.dsc), no wrapped JSON, no cut keys, within 80 columns."""
+    from typer.testing import CliRunner
+
+    from forgeryloc.cli import app
+    train, val, _ = synthetic_sets
+    Trainer(_config(tmp_path, tiny_registered, train, val, epochs=1, epoch_size=8)).run()
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "run" / "last.safetensors")],
+                                env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+
+    def row(key):
+        found = [line for line in lines if line.startswith(f"│ {key} ")]
+        assert len(found) == 1, (key, result.output)
+        return found[0].split("│")[2].strip()
+
+    assert row("config") == row("name") == row("recipe.arch") == "tiny"
+    assert row("device") == "cpu"
+    assert row("embeddings") == "stand-in (random, fixed seed); trained with them"
+    assert float(row("validation.dsc")) == _records(tmp_path / "run")[0]["val_dsc"]
+    assert row("validation.floor_blob_pixel_auc")
+    assert "{" not in result.output and "…" not in result.output
+
+
+def test_a_fused_checkpoint_keeps_the_provenance_of_each_part(tmp_path, tiny_registered,
+                                                              synthetic_sets):
+    from dataclasses import asdict
+
+    from typer.testing import CliRunner
+
+    from forgeryloc.cli import app
+    from forgeryloc.train_jpeg import JpegTrainConfig, load_stream, train_jpeg_stream
+    train, val, _ = synthetic_sets
+    Trainer(_config(tmp_path, tiny_registered, train, val, epochs=1, epoch_size=8)).run()
+    stream_config = JpegTrainConfig(out_dir=str(tmp_path / "stream"), datasets=[str(train)],
+                                    synth_share=0.0, window=8, batch_size=2, steps_per_epoch=1,
+                                    max_minutes=1e-6, frequencies=4, width=8, workers=0)
+    train_jpeg_stream(stream_config)
+    stream_record = _records(tmp_path / "stream")[-1]
+    stream_provenance = load_stream(tmp_path / "stream" / "last.safetensors")[1]
+    assert stream_provenance["recipe"] == asdict(stream_config)
+    assert {k: stream_provenance[k] for k in stream_record} == stream_record
+    assert (stream_provenance["device"], stream_provenance["torch"]) == ("cpu", torch.__version__)
+
+    result = CliRunner().invoke(app, [
+        "fuse", "--weights", str(tmp_path / "run" / "best.safetensors"),
+        "--jpeg", str(tmp_path / "stream" / "last.safetensors"), "-o", str(tmp_path / "fused.st"),
+        "--data", str(train), "--synth-count", "0", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    provenance = load_model(tmp_path / "fused.st")[1].provenance
+    assert provenance["rgb"] == load_model(tmp_path / "run" / "best.safetensors")[1].provenance
+    assert provenance["jpeg_stream"] == stream_provenance
+    assert provenance["fusion"]["seed"] == 3 and provenance["fusion"]["device"] == "cpu"
+
+
+def test_shipping_repairs_the_provenance_of_older_checkpoints(tiny_config):
+    """A checkpoint resumed from a tiny model under the old trainer said arch m2sformer-b2, an
+    empty device and `epoch` for the completed count: shipping records what the file holds
+    (in a fused file, in its RGB part's provenance)."""
+    import importlib.util
+    from pathlib import Path
+
+    from forgeryloc.model.jpeg_stream import JpegStreamConfig
+    from forgeryloc.weights import CheckpointInfo
+    path = Path(__file__).resolve().parents[1] / "scripts" / "ship_weights.py"
+    spec = importlib.util.spec_from_file_location("ship_weights", path)
+    ship_weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_weights)
+    card = CheckpointInfo(config=tiny_config, provenance={
+        "recipe": {"arch": "m2sformer-b2", "lr": 1e-4}, "device": "", "epoch": 13, "step": 9})
+    ship_weights.repair_legacy_provenance(card)
+    assert card.provenance == {"recipe": {"arch": "tiny", "lr": 1e-4}, "epochs_completed": 13,
+                               "step": 9}
+    fused = CheckpointInfo(config=tiny_config.with_jpeg_stream(JpegStreamConfig()), provenance={
+        "rgb": {"recipe": {"arch": "m2sformer-b2"}, "device": ""}, "fusion": {"seed": 0}})
+    ship_weights.repair_legacy_provenance(fused)
+    assert fused.provenance == {"rgb": {"recipe": {"arch": "tiny"}}, "fusion": {"seed": 0}}
