@@ -17,7 +17,7 @@ from .synthetic import write_jpeg
 
 CHILD = Path(__file__).resolve().parent / "scan_child.py"
 MIB = 2 ** 20
-TILE_OVERLAP = 0.25  # the scan's default --tile-overlap
+TILE_OVERLAP = 0.5  # the scan's default --tile-overlap
 
 
 def _child_stats(path: Path) -> dict:

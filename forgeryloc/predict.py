@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -175,7 +176,7 @@ class Predictor:
         """Brings the index-th S x S outputs of `forward` back to height x width."""
         return Finding.from_maps(self.maps_from_resized(outputs, index, height, width))
 
-    def predict(self, rgb: np.ndarray, mode: str = "resize", overlap: float = 0.25,
+    def predict(self, rgb: np.ndarray, mode: str = "resize", overlap: float = 0.5,
                 batch_size: int = 8) -> Finding:
         """One image, H x W x 3 uint8."""
         height, width = rgb.shape[:2]
@@ -186,13 +187,17 @@ class Predictor:
             return self.predict_tiled(rgb, overlap, batch_size)
         raise ValueError(f"unknown mode {mode!r} (resize or tile)")
 
-    def tiled_maps(self, rgb: np.ndarray | Image.Image, overlap: float = 0.25,
-                   batch_size: int = 8, preview_shape: tuple[int, int] | None = None
-                   ) -> TiledMaps:
-        """Native resolution, streamed (the network runs as the bands are consumed)."""
-        return TiledMaps(self, rgb, overlap, batch_size, preview_shape or image_shape(rgb))
+    def tiled_maps(self, rgb: np.ndarray | Image.Image, overlap: float = 0.5,
+                   batch_size: int = 8, preview_shape: tuple[int, int] | None = None,
+                   on_tiles: Callable[[int, int], None] | None = None,
+                   threads: int = 1) -> TiledMaps:
+        """Native resolution, streamed (the network runs as the bands are consumed);
+        on_tiles(done, total) hears of each forward of tiles; threads > 1 forwards tiles
+        side by side, each on one torch thread (see TiledMaps)."""
+        return TiledMaps(self, rgb, overlap, batch_size, preview_shape or image_shape(rgb),
+                         on_tiles, threads)
 
-    def predict_tiled(self, rgb: np.ndarray, overlap: float = 0.25,
+    def predict_tiled(self, rgb: np.ndarray, overlap: float = 0.5,
                       batch_size: int = 8) -> Finding:
         """Native resolution: overlapping S x S tiles, blended with a smooth window."""
         return Finding.from_maps(self.tiled_maps(rgb, overlap, batch_size))

@@ -60,7 +60,7 @@ class ScanSettings:
     batch_size: int = 8
     workers: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
-    tile_overlap: float = 0.25
+    tile_overlap: float = 0.5        # half a tile's side: faint seams at most (blend_window)
     preview_max_side: int = 2048      # overlay and difficulty pictures are at most this wide
     mixed_precision: bool = True
     compile: bool = False             # torch.compile: faster after warm-up, other last bits
@@ -198,17 +198,23 @@ def images_per_forward(settings: ScanSettings, device_type: str) -> int:
     return CPU_GROUP if device_type == "cpu" else settings.batch_size
 
 
-def predict_items(predictor: Predictor, items: list[dict],
-                  settings: ScanSettings) -> list[Callable[[], ImageMaps]]:
+def predict_items(predictor: Predictor, items: list[dict], settings: ScanSettings,
+                  on_tiles: Callable[[int, int], None] | None = None
+                  ) -> list[Callable[[], ImageMaps]]:
     """Runs the network on decoded items; for each, a function that gives its maps at the
     image's own size (streamed later, e.g. by a writer thread). In tile mode the network
-    itself runs while those maps are streamed."""
+    itself runs while those maps are streamed, telling on_tiles(done, total) of each forward.
+    A CPU forwards one tile at a time (a fixed shape: see _forward) on one thread, as many
+    tiles side by side as torch has threads here: a lone large image keeps every core busy,
+    and a tile's numbers do not depend on the thread count."""
     if not items:
         return []
     if settings.mode == "tile":
-        tile_batch = 1 if predictor.device.type == "cpu" else settings.batch_size
+        cpu = predictor.device.type == "cpu"
+        tile_batch, threads = (1, torch.get_num_threads()) if cpu else (settings.batch_size, 1)
         makers = [partial(predictor.tiled_maps, _pixels(item.pop("rgb")), settings.tile_overlap,
-                          tile_batch, tuple(item["preview"].shape[:2])) for item in items]
+                          tile_batch, tuple(item["preview"].shape[:2]), on_tiles, threads)
+                  for item in items]
     else:
         outputs = _forward(predictor, [item.pop("input") for item in items])
         makers = []
@@ -273,7 +279,8 @@ def image_outcome(out: Path, entry: InputEntry, item: dict, maps: ImageMaps,
 
 
 def item_outcomes(items: list[dict], entry_of: Callable[[int], InputEntry],
-                  predictor: Predictor, settings: ScanSettings, out: Path
+                  predictor: Predictor, settings: ScanSettings, out: Path,
+                  on_tiles: Callable[[int, int], None] | None = None
                   ) -> Iterator[tuple[int, Callable[[], dict]]]:
     """For each decoded item (each has its "index"): (index, make_outcome), where
     make_outcome() finishes the image and returns its outcome, one of
@@ -290,7 +297,7 @@ def item_outcomes(items: list[dict], entry_of: Callable[[int], InputEntry],
         else:
             ready.append(item)
     started = time.perf_counter()
-    makers = predict_items(predictor, ready, settings)
+    makers = predict_items(predictor, ready, settings, on_tiles)
     network = (time.perf_counter() - started) / max(1, len(ready))  # a group's share
     for item, make_maps in zip(ready, makers):
         yield item["index"], partial(_timed_outcome, out, entry_of(item["index"]), item,
@@ -582,21 +589,25 @@ class ScanLedger:
 def run_scan(entries: list[InputEntry], out_dir: str | Path, predictor: Predictor,
              settings: ScanSettings, journal_header: dict, resume: bool = False,
              on_record: Callable[[dict], None] | None = None,
-             layout: str | None = None) -> ScanResult:
+             layout: str | None = None,
+             on_tiles: Callable[[int, int], None] | None = None) -> ScanResult:
     """Scans every entry; records come back in input order. With `resume`, images already in
     the output folder's journal (same relative path and SHA-256) are not processed again.
 
-    Layouts (`layout=None` chooses by device):
-      "pipelines"  on a CPU with workers: each worker process is a whole pipeline (decode,
-                   network on one thread, pictures); nothing waits for anything else, and no
-                   thread competes with the network's own threads for the cores;
+    Layouts (`layout=None`: default_layout):
+      "pipelines"  on a CPU with workers in resize mode: each worker process is a whole
+                   pipeline (decode, network on one thread, pictures); nothing waits for
+                   anything else, and no thread competes with the network's threads;
       "writer"     on a GPU: workers decode, the network runs here in batches, a writer
                    thread writes;
-      "inline"     without workers on a CPU: everything here, one step after the other."""
+      "inline"     on a CPU without workers, or in tile mode: workers (if any) decode, the
+                   rest runs here, the network on all of this process's threads (tiles:
+                   one tile per thread).
+
+    on_tiles(done, total): in tile mode where the network runs in this process ("writer",
+    "inline"), called after each forward of tiles of an image (tiles done, tiles in it)."""
     out = Path(out_dir)
-    if layout is None:
-        cpu = predictor.device.type == "cpu"
-        layout = ("pipelines" if settings.workers > 0 else "inline") if cpu else "writer"
+    layout = layout or default_layout(settings, predictor.device.type)
     if layout not in ("pipelines", "writer", "inline"):
         raise ValueError(f"unknown scan layout {layout!r}")
     log.info("%d inputs, %s mode, layout %s: %s", len(entries), settings.mode, layout, {
@@ -604,27 +615,40 @@ def run_scan(entries: list[InputEntry], out_dir: str | Path, predictor: Predicto
                      f"on one thread and writing the pictures",
         "writer": f"{settings.workers} decoding workers, the network here on "
                   f"{predictor.device} ({torch.get_num_threads()} CPU threads), one writer thread",
-        "inline": f"everything in this process, the network on {torch.get_num_threads()} "
-                  f"threads"}[layout])
+        "inline": f"{settings.workers} decoding workers, the rest in this process, the "
+                  f"network on {torch.get_num_threads()} threads"}[layout])
     ledger = ScanLedger(entries, out, journal_header, resume, on_record)
     try:
         if layout == "pipelines":
             _scan_in_pipelines(entries, out, predictor, settings, ledger)
         else:
-            _scan_in_batches(entries, out, predictor, settings, ledger, layout == "writer")
+            _scan_in_batches(entries, out, predictor, settings, ledger, layout == "writer",
+                             on_tiles)
     finally:
         ledger.close()
     return ledger.result()
 
 
+def default_layout(settings: ScanSettings, device_type: str) -> str:
+    """A GPU: "writer". A CPU: "pipelines" (one image per worker and core) in resize mode;
+    in tile mode "inline", where one image's tiles get every core (a lone 12 MP image in a
+    pipeline ran on one core while the others idled)."""
+    if device_type != "cpu":
+        return "writer"
+    return "pipelines" if settings.workers > 0 and settings.mode == "resize" else "inline"
+
+
 def _scan_in_batches(entries: list[InputEntry], out: Path, predictor: Predictor,
-                     settings: ScanSettings, ledger: ScanLedger, use_writer: bool) -> None:
+                     settings: ScanSettings, ledger: ScanLedger, use_writer: bool,
+                     on_tiles: Callable[[int, int], None] | None = None) -> None:
     dataset = ScanInputs(entries, settings, predictor.size, predictor.info.mean,
                          predictor.info.std, done=ledger.done)
     batch_size = images_per_forward(settings, predictor.device.type)
+    # In tile mode each decoded picture waiting in a worker can be large: one per worker.
+    prefetch = (1 if settings.mode == "tile" else 2) if settings.workers else None
     loader = DataLoader(dataset, batch_size=batch_size,
                         num_workers=settings.workers, collate_fn=_collate,
-                        prefetch_factor=2 if settings.workers else None,
+                        prefetch_factor=prefetch,
                         worker_init_fn=partial(worker_init, os.getpid()))
     # A writer thread belongs beside a GPU: on a CPU it would take cores from the network.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgeryloc-writer") \
@@ -639,7 +663,7 @@ def _scan_in_batches(entries: list[InputEntry], out: Path, predictor: Predictor,
     try:
         for items in loader:
             for index, make_outcome in item_outcomes(items, entries.__getitem__, predictor,
-                                                     settings, out):
+                                                     settings, out, on_tiles):
                 if writer is None:
                     finish(index, make_outcome)
                 else:

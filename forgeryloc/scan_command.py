@@ -26,7 +26,7 @@ from .imaging import one_line
 from .manifest import MANIFEST_NAME, file_sha256, write_manifest
 from .predict import IMAGE_SCORE_DEFINITION, Predictor, pick_device
 from .report import REPORT_JSON
-from .scan import CPU_GROUP, JOURNAL_NAME, OutputError, ScanSettings, run_scan
+from .scan import CPU_GROUP, JOURNAL_NAME, OutputError, ScanSettings, default_layout, run_scan
 from .weights import CheckpointError, default_weights_path, load_model, sha256_file
 
 EXIT_OK, EXIT_USAGE, EXIT_UNREADABLE, EXIT_OUTPUT = 0, 2, 3, 4
@@ -46,7 +46,7 @@ class ScanRequest:
     workers: Optional[int] = None  # None: default_workers()
     device: str = "auto"
     max_pixels: int = 100_000_000
-    tile_overlap: float = 0.25
+    tile_overlap: float = 0.5
     compile: bool = False
     resume: bool = False
     overwrite: bool = False  # replace the scan an output folder already holds
@@ -194,9 +194,17 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     task = progress.add_task("scan", total=len(entries))
 
     stdout_closed: list[bool] = []
+    # Tile mode moves the bar by tiles: each forward advances its share of an image, and the
+    # image's record the rest (images finish one after another where tiles are reported).
+    image_part = [0.0]
+
+    def on_tiles(done: int, total: int) -> None:
+        image_part[0] += done / total
+        progress.advance(task, done / total)
 
     def on_record(record: dict) -> None:
-        progress.advance(task)
+        progress.advance(task, 1.0 - image_part[0])
+        image_part[0] = 0.0
         if record["error"]:
             progress.console.print(f"[yellow]skipped[/] {escape(one_line(record['path']))}: "
                                    f"{escape(one_line(record['error']))}", highlight=False,
@@ -216,11 +224,14 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
                 predictor = Predictor(model, card, device, compile_model=settings.compile,
                                       mixed_precision=settings.mixed_precision)
                 result = run_scan(entries, output, predictor, settings, header,
-                                  resume=request.resume, on_record=on_record)
-                # CPU results are exact for a given thread count: one per pipeline worker
-                pipelines = device.type == "cpu" and settings.workers > 0
+                                  resume=request.resume, on_record=on_record,
+                                  on_tiles=on_tiles)
+                # CPU results are exact for a given thread count: one per pipeline worker,
+                # one per tile forward (tiles go side by side, one per thread)
+                one_thread = default_layout(settings, device.type) == "pipelines" \
+                    or (settings.mode == "tile" and device.type == "cpu")
                 workers = {"device": str(device),
-                           "cpu_threads": 1 if pipelines else torch.get_num_threads()}
+                           "cpu_threads": 1 if one_thread else torch.get_num_threads()}
             else:
                 from .ray_scan import run_ray_scan
                 del model  # each actor loads its own

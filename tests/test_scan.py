@@ -414,3 +414,56 @@ def test_corrupt_jpeg_data_that_decodes_is_counted_and_recorded(folder, tmp_path
     rows = {r["relative_path"]: r for r in csv.DictReader(open(out / "report.csv"))}
     assert "Corrupt JPEG data" in rows["smeared.jpg"]["clue_decode_warnings"]
     assert "Corrupt JPEG data" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_a_lone_tiled_image_spreads_its_tiles_over_threads_and_reports_them(tmp_path,
+                                                                           tiny_checkpoint):
+    """Tile mode on a CPU with workers: the tiles of one image are forwarded in this process
+    by as many threads as torch has, each forward on one torch thread, with the numbers of a
+    one-thread scan; each forward is reported so that the progress bar moves by tiles."""
+    import threading
+
+    import torch
+
+    from forgeryloc.discover import discover_inputs
+    from forgeryloc.maps import tile_grid
+    from forgeryloc.predict import Predictor
+    from forgeryloc.scan import ScanSettings, run_scan
+    from forgeryloc.weights import load_model
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    Image.fromarray(_photo(150, 200, 4)).save(folder / "wide.png")
+    Image.fromarray(_photo(150, 200, 5)).save(folder / "wider.png")
+    model, card = load_model(tiny_checkpoint)
+    entries = discover_inputs([str(folder)])
+    seen, heard, records = [], [], {}
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            predictor = Predictor(model, card)
+            forward = predictor.forward
+
+            def watched(batch, forward=forward):
+                seen.append((count, threading.get_ident(), torch.get_num_threads()))
+                return forward(batch)
+
+            predictor.forward = watched
+            result = run_scan(entries, tmp_path / f"t{count}", predictor,
+                              ScanSettings(mode="tile", workers=2), {"test": "tiles"},
+                              on_tiles=lambda done, total: heard.append((done, total)))
+            records[count] = [{k: v for k, v in r.items() if k != "path"}
+                              for r in result.records]
+    finally:
+        torch.set_num_threads(threads)
+    tiles = len(list(tile_grid(150, 200, card.input_size, ScanSettings().tile_overlap)))
+    assert tiles > 4 and heard == [(1, tiles)] * (4 * tiles)  # one tile per CPU forward
+    spread = [ident for count, ident, _ in seen if count == 3]
+    assert len(set(spread)) > 1 and threading.get_ident() not in spread  # both images
+    assert {torch_threads for *_, torch_threads in seen} == {1}
+    assert records[1] == records[3] and all(r["outputs"] for r in records[1])
+    for record in records[1]:
+        for relative in record["outputs"].values():
+            assert (tmp_path / "t1" / relative).read_bytes() == \
+                (tmp_path / "t3" / relative).read_bytes(), relative
