@@ -97,6 +97,24 @@ def case_record(case: str | None, examiner: str | None) -> dict:
     return {"id": case, "examiner": examiner, "host": socket.gethostname(), "user": user}
 
 
+class ImageProgress:
+    """The bar counts images; in tile mode each forward moves it by its share of the image in
+    progress, and the image's record by the rest (tiles are reported where images finish
+    one after another)."""
+
+    def __init__(self, progress: Progress, task):
+        self.progress, self.task = progress, task
+        self.part = 0.0  # of the image in progress, already shown
+
+    def tiles(self, done: int, total: int) -> None:
+        self.part += done / total
+        self.progress.advance(self.task, done / total)
+
+    def record(self) -> None:
+        self.progress.advance(self.task, 1.0 - self.part)
+        self.part = 0.0
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -194,17 +212,10 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
     task = progress.add_task("scan", total=len(entries))
 
     stdout_closed: list[bool] = []
-    # Tile mode moves the bar by tiles: each forward advances its share of an image, and the
-    # image's record the rest (images finish one after another where tiles are reported).
-    image_part = [0.0]
-
-    def on_tiles(done: int, total: int) -> None:
-        image_part[0] += done / total
-        progress.advance(task, done / total)
+    bar = ImageProgress(progress, task)
 
     def on_record(record: dict) -> None:
-        progress.advance(task, 1.0 - image_part[0])
-        image_part[0] = 0.0
+        bar.record()
         if record["error"]:
             progress.console.print(f"[yellow]skipped[/] {escape(one_line(record['path']))}: "
                                    f"{escape(one_line(record['error']))}", highlight=False,
@@ -225,7 +236,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
                                       mixed_precision=settings.mixed_precision)
                 result = run_scan(entries, output, predictor, settings, header,
                                   resume=request.resume, on_record=on_record,
-                                  on_tiles=on_tiles)
+                                  on_tiles=bar.tiles)
                 # CPU results are exact for a given thread count: one per pipeline worker,
                 # one per tile forward (tiles go side by side, one per thread)
                 one_thread = default_layout(settings, device.type) == "pipelines" \

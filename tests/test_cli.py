@@ -121,3 +121,25 @@ def test_readme_caption_states_the_examples_manifest_history():
         quality = step["table"].get("quality")
         if quality is not None:
             assert f"q{quality}" in caption
+
+
+def test_the_progress_bar_moves_by_tiles_and_lands_on_whole_images():
+    from rich.progress import Progress
+
+    from forgeryloc.scan_command import ImageProgress
+
+    progress = Progress(disable=True)
+    task = progress.add_task("scan", total=3)
+    bar = ImageProgress(progress, task)
+    completed = lambda: progress.tasks[0].completed  # noqa: E731
+    for _ in range(3):
+        bar.tiles(1, 3)
+    assert completed() == pytest.approx(1.0)
+    bar.record()  # the tiled image's record: nothing left of it to add
+    assert completed() == pytest.approx(1.0)
+    bar.record()  # an unreadable image: no tiles, one whole step
+    assert completed() == pytest.approx(2.0)
+    bar.tiles(2, 8)
+    assert completed() == pytest.approx(2.25)
+    bar.record()
+    assert completed() == pytest.approx(3.0)
