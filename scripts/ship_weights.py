@@ -27,6 +27,8 @@ def repair_legacy_provenance(card) -> None:
         del provenance["device"]
     if "epoch" in provenance and "epochs_completed" not in provenance:
         provenance["epochs_completed"] = provenance.pop("epoch")
+    if card.embeddings == "stand-in (random, fixed seed), learned against":  # a cut-off phrase
+        card.embeddings = "stand-in (random, fixed seed); trained with them"
 
 
 def main() -> None:
