@@ -90,6 +90,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks (weights, reports, pictures)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _exif_fields(image: Image.Image) -> tuple[dict, int]:
     """Camera fields and orientation; a broken EXIF block (or any broken field) only loses
     what it breaks, never the image."""

@@ -3,22 +3,14 @@ wrote (pictures, reports, journal), so that `sha256sum -c manifest.sha256`, run 
 later, shows that nothing in it changed since."""
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Iterable
 
 from .atomic import write_bytes_atomic
+from .imaging import sha256_file
 
 MANIFEST_NAME = "manifest.sha256"
-
-
-def file_sha256(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sha256sum_line(digest: str, relative_path: str) -> bytes:
@@ -36,7 +28,7 @@ def write_manifest(out_dir: str | Path, relative_paths: Iterable[str]) -> tuple[
     order) and replaces manifest.sha256 atomically; returns its path and the number of lines."""
     out_dir = Path(out_dir)
     names = list(dict.fromkeys(relative_paths))
-    lines = b"".join(sha256sum_line(file_sha256(out_dir / name), name) for name in names)
+    lines = b"".join(sha256sum_line(sha256_file(out_dir / name), name) for name in names)
     target = out_dir / MANIFEST_NAME
     write_bytes_atomic(target, lines)
     return target, len(names)

@@ -23,7 +23,7 @@ from . import __version__
 from .discover import DiscoveryError, discover, is_within
 from .evidence.layers import parse_layers
 from .imaging import one_line
-from .manifest import MANIFEST_NAME, file_sha256, write_manifest
+from .manifest import MANIFEST_NAME, write_manifest
 from .predict import IMAGE_SCORE_DEFINITION, Predictor, pick_device
 from .report import REPORT_JSON
 from .scan import CPU_GROUP, JOURNAL_NAME, OutputError, ScanSettings, default_layout, run_scan
@@ -313,8 +313,8 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
                       f"{others}; "
                       f"report: {escape(str(output / 'report.html'))}", highlight=False,
                       soft_wrap=True)
-        console.print(f"report.json SHA-256 {file_sha256(output / REPORT_JSON)}; "
-                      f"{MANIFEST_NAME} SHA-256 {file_sha256(manifest)} ({listed} files; "
+        console.print(f"report.json SHA-256 {sha256_file(output / REPORT_JSON)}; "
+                      f"{MANIFEST_NAME} SHA-256 {sha256_file(manifest)} ({listed} files; "
                       f"check with sha256sum -c {MANIFEST_NAME} in the output folder)",
                       highlight=False, soft_wrap=True)
     return EXIT_UNREADABLE if counts["unreadable"] else EXIT_OK

@@ -13,7 +13,6 @@ Metadata (all strings, as safetensors requires):
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .atomic import write_bytes_atomic
+from .imaging import sha256_file  # noqa: F401 - the weights' hash, used from here too
 from .model.m2sformer import M2SFormer, M2SFormerConfig
 
 FORMAT = "forgeryloc.m2sformer"
@@ -98,14 +98,6 @@ def describe_mismatch(missing: list[str], unexpected: list[str], wrong: list[str
     return "; ".join(f"{len(items)} {label} (e.g. {items[:3]})" for label, items in
                      (("missing", missing), ("unexpected", unexpected), ("wrong shapes", wrong))
                      if items)
-
-
-def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_checkpoint(model: M2SFormer, info: CheckpointInfo, path: str | Path,

@@ -34,7 +34,7 @@ from PIL import Image
 from ..imaging import ImageReadError
 from .jpeg_tables import TABLE_FAMILIES, QuantTables, draw_tables, encode_with_tables
 from .synth import (
-    MAX_ATTEMPTS, RESAMPLERS, SEGMENT_FRACTION, Layer, PhotoLibrary, Region,
+    MAX_ATTEMPTS, RESAMPLERS, checked_kind_weights, SEGMENT_FRACTION, Layer, PhotoLibrary, Region,
     _png_bytes, _remove_stale, _write_atomic, cut_layer, decode_jpeg, pick_region, place_inside,
 )
 
@@ -195,12 +195,7 @@ class JpegHistorySynthesizer:
         at max_side)."""
         if len(library) == 0:
             raise ValueError("the photo library is empty")
-        weights = dict(DEFAULT_HISTORY_KINDS if kinds is None else kinds)
-        unknown = set(weights) - set(HISTORY_KINDS)
-        if unknown:
-            raise ValueError(f"unknown kinds: {sorted(unknown)} (known: {list(HISTORY_KINDS)})")
-        if min(weights.values(), default=0) < 0 or sum(weights.values()) <= 0:
-            raise ValueError("kind weights must be non-negative with a positive sum")
+        weights = checked_kind_weights(kinds, DEFAULT_HISTORY_KINDS, HISTORY_KINDS, "kind")
         if authentic_fraction is not None:
             weights = _with_authentic_share(weights, authentic_fraction)
         if len(library) < 2:

@@ -557,6 +557,18 @@ def postprocess_chain(rng: np.random.Generator, image: np.ndarray, mask: np.ndar
 # ----------------------------------------------------------------------------- synthesizer
 
 
+def checked_kind_weights(kinds: dict[str, float] | None, default: dict[str, float],
+                         known, label: str) -> dict[str, float]:
+    """A copy of `kinds` (or `default`) after checking the names and the weights."""
+    weights = dict(default if kinds is None else kinds)
+    unknown = set(weights) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {label}s: {sorted(unknown)} (known: {list(known)})")
+    if min(weights.values(), default=0) < 0 or sum(weights.values()) <= 0:
+        raise ValueError(f"{label} weights must be non-negative with a positive sum")
+    return weights
+
+
 class ForgerySynthesizer:
     """Draws splices, copy-moves, removals and authentic examples from a photo library."""
 
@@ -564,12 +576,7 @@ class ForgerySynthesizer:
                  kinds: dict[str, float] | None = None, postprocess: bool = True):
         if len(library) == 0:
             raise ValueError("the photo library is empty")
-        weights = dict(DEFAULT_KINDS if kinds is None else kinds)
-        unknown = set(weights) - set(KINDS)
-        if unknown:
-            raise ValueError(f"unknown forgery kinds: {sorted(unknown)} (known: {list(KINDS)})")
-        if min(weights.values(), default=0) < 0 or sum(weights.values()) <= 0:
-            raise ValueError("forgery kind weights must be non-negative with a positive sum")
+        weights = checked_kind_weights(kinds, DEFAULT_KINDS, KINDS, "forgery kind")
         if len(library) < 2:
             weights.pop("splice", None)  # a splice needs a second photo
             if sum(weights.values()) <= 0:
