@@ -101,3 +101,26 @@ def test_embedding_bag_equals_the_convolution_of_the_one_hot_volume():
     expected = stream.embed(stream.histogram_volume(coefficients))
     torch.testing.assert_close(stream.embed_histograms(coefficients), expected,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_a_large_grid_in_windows_equals_the_whole_grid(tiny_config):
+    from forgeryloc.jpeg_input import JpegInput
+    from forgeryloc.model.m2sformer import M2SFormer
+    from forgeryloc.predict import STREAM_WINDOW, Predictor
+    from forgeryloc.weights import CheckpointInfo
+
+    config = tiny_config.with_jpeg_stream(JpegStreamConfig(frequencies=8, width=8))
+    torch.manual_seed(4)
+    model = M2SFormer(config).eval()
+    for module in model.jpeg_stream.modules():  # non-trivial BatchNorm statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+    predictor = Predictor(model, CheckpointInfo(config=config, input_size=64), "cpu")
+    rows = 2 * STREAM_WINDOW + 37                    # three windows along the rows
+    coefficients = torch.randint(-25, 25, (64, rows, 21), dtype=torch.int16)
+    table = torch.randint(1, 60, (64,)).float()
+    windowed = predictor.jpeg_block_logits(JpegInput(coefficients, table, (0, 0)))
+    with torch.inference_mode():
+        whole = model.jpeg_stream(coefficients[None], table[None])[0][0, 0].numpy()
+    np.testing.assert_allclose(windowed, whole, atol=1e-4)
