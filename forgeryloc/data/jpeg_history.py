@@ -34,8 +34,9 @@ from PIL import Image
 from ..imaging import ImageReadError
 from .jpeg_tables import TABLE_FAMILIES, QuantTables, draw_tables, encode_with_tables
 from .synth import (
-    MAX_ATTEMPTS, RESAMPLERS, checked_kind_weights, SEGMENT_FRACTION, Layer, PhotoLibrary, Region,
-    _png_bytes, _remove_stale, _write_atomic, cut_layer, decode_jpeg, pick_region, place_inside,
+    MAX_ATTEMPTS, RESAMPLERS, SEGMENT_FRACTION, Layer, PhotoLibrary, Region, checked_kind_weights,
+    _png_bytes, _remove_stale, _write_atomic, cut_layer, dataset_folders, decode_jpeg, pick_region,
+    place_inside,
 )
 
 AUTHENTIC_KINDS = ("single", "double-aligned", "double-nonaligned")
@@ -543,9 +544,7 @@ def write_history_dataset(photo_roots: Sequence[str | Path], out_dir: str | Path
     synthesizer = JpegHistorySynthesizer(library, max_side=max_side,
                                          authentic_fraction=authentic_fraction)
     out_dir = Path(out_dir)
-    folders = {name: out_dir / name for name in ("tampered", "masks", "authentic")}
-    for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
+    folders = dataset_folders(out_dir)
     samples, kinds, kept = [], Counter(), set()
     for index in range(count):
         forgery = synthesizer.sample(index, seed)

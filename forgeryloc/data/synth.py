@@ -789,6 +789,14 @@ def _png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def dataset_folders(out_dir: Path) -> dict[str, Path]:
+    """The project's dataset layout under out_dir (tampered/, masks/, authentic/), created."""
+    folders = {name: out_dir / name for name in ("tampered", "masks", "authentic")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    return folders
+
+
 def write_dataset(photo_roots: Sequence[str | Path], out_dir: str | Path, count: int, seed: int,
                   authentic_fraction: float = 0.15) -> dict:
     """Writes `count` examples: tampered/<id>.(png|jpg) with masks/<id>.png (0/255), or
@@ -796,9 +804,7 @@ def write_dataset(photo_roots: Sequence[str | Path], out_dir: str | Path, count:
     library = PhotoLibrary(photo_roots)
     synthesizer = ForgerySynthesizer(library, authentic_fraction=authentic_fraction)
     out_dir = Path(out_dir)
-    folders = {name: out_dir / name for name in ("tampered", "masks", "authentic")}
-    for folder in folders.values():
-        folder.mkdir(parents=True, exist_ok=True)
+    folders = dataset_folders(out_dir)
     samples, kinds, kept = [], Counter(), set()
     for index in range(count):
         forgery = synthesizer.sample(index, seed)
