@@ -449,6 +449,10 @@ def train(
                                               "as best an exponential moving average of the "
                                               "weights with this decay (e.g. 0.998)."),
     augment: bool = typer.Option(True, help="Flips, crops, JPEG, rescaling of real images."),
+    freeze_encoder_norm: bool = typer.Option(False, help="Keep the encoder's BatchNorm "
+                                             "statistics as initialised (their scales and "
+                                             "shifts still learn): small batches then do not "
+                                             "overwrite the pretrained statistics."),
     workers: int = typer.Option(2, min=0), seed: int = typer.Option(0),
     resume: Optional[Path] = typer.Option(None, help="Continue from a run's last.safetensors."),
     init_weights: Optional[Path] = typer.Option(None, help="Fine-tune from a checkpoint."),
@@ -473,7 +477,7 @@ def train(
         batch_size=batch_size, accumulate=accumulate, epochs=epochs, epoch_size=epoch_size,
         max_minutes=max_minutes, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, grad_clip=grad_clip, ema_decay=ema_decay, augment=augment,
-        workers=workers, seed=seed, resume=str(resume) if resume else None,
+        freeze_encoder_norm=freeze_encoder_norm, workers=workers, seed=seed, resume=str(resume) if resume else None,
         init_weights=str(init_weights) if init_weights else None,
         init_encoder=str(init_encoder) if init_encoder else None, device=device.value)
 
@@ -508,6 +512,15 @@ def train_jpeg(
     width: int = typer.Option(128, min=8, help="Channels of the stream's layers."),
     workers: int = typer.Option(2, min=0), seed: int = typer.Option(0),
     device: Device = typer.Option(Device.auto, help="auto: a GPU when there is one."),
+    launder: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of training windows "
+                                  "whose file is saved once or twice more (q70-95), as a "
+                                  "share site does; the best epoch is then chosen on the mean "
+                                  "of the plain and the re-saved validation DSC."),
+    init: Optional[Path] = typer.Option(None, "--init", help="A stream checkpoint to start "
+                                        "from (its frequencies and width are kept)."),
+    resave_check: int = typer.Option(90, min=0, max=100, metavar="QUALITY", help="Also "
+                                     "validate on the files saved once more at this quality "
+                                     "(0: not)."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Train the JPEG-domain stream alone (fuse it with a network with `forgeryloc fuse`)."""
@@ -521,7 +534,8 @@ def train_jpeg(
             synth_share=synth_share, window=window, batch_size=batch_size,
             steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, lr=lr,
             frequencies=frequencies, width=width, workers=workers, seed=seed,
-            device=str(pick_device(device.value)))
+            device=str(pick_device(device.value)), launder=launder,
+            init=str(init) if init else None, resave_check=resave_check or None)
         train_jpeg_stream(config, on_log=lambda record: err_console.print(
             " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in record.items()), highlight=False))

@@ -60,6 +60,7 @@ class TrainConfig:
     grad_clip: float | None = None
     ema_decay: float | None = None  # validate and ship an exponential moving average of weights
     augment: bool = True
+    freeze_encoder_norm: bool = False  # the encoder's BatchNorm statistics stay as initialised
     workers: int = 2
     seed: int = 0
     resume: str | None = None
@@ -67,6 +68,17 @@ class TrainConfig:
     init_encoder: str | None = None
     checkpoint_minutes: float = 10.0
     device: str = "auto"
+
+
+def set_training(model: M2SFormer, freeze_encoder_norm: bool) -> None:
+    """Training mode; with freeze_encoder_norm, the encoder's BatchNorm layers normalise with
+    their stored statistics and do not update them (batches of 8 give noisy estimates that
+    would replace the pretrained ones); their affine weights still learn."""
+    model.train()
+    if freeze_encoder_norm:
+        for module in model.encoder.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 class SyntheticForgeries(Dataset):
@@ -281,6 +293,7 @@ class Trainer:
             if sampler is not None:
                 sampler.set_epoch(state["epoch"])
             ddp_model.train()
+            set_training(model, c.freeze_encoder_norm)
             running, seen = 0.0, 0
             optimizer.zero_grad(set_to_none=True)
             for batch_index, (images, masks) in enumerate(DataLoader(mixed, **loader_kwargs)):
@@ -359,7 +372,8 @@ class Trainer:
         model.eval()
         predictor = Predictor(model, self._card(None, None), device)
         result = evaluate_samples(predictor, samples, batch_size=self.config.batch_size)
-        model.train(was_training)
+        if was_training:
+            set_training(model, self.config.freeze_encoder_norm)
         keys = ("dsc", "iou", "dsc_native", "f1_best_oracle", "pixel_auc", "image_auc",
                 "predicted_fraction_tampered", "true_fraction", "floor_all_dsc", "floor_blob_dsc",
                 "floor_blob_pixel_auc")

@@ -344,3 +344,50 @@ def test_real_photos_smoke():
         with Image.open(io.BytesIO(forgery.jpeg)) as saved:
             assert list(saved.quantization[0]) == forgery.history["chain"][-1]["table"]["luma"]
     print(f"{20 / (time.perf_counter() - start):.0f} BSDS500 samples/s")
+
+
+def test_laundering_re_saves_the_finished_file_and_records_it(library):
+    """With laundering, the file is the final image saved once or twice more on its own grid:
+    the chain ends with those saves, whose tables are the file's, and the mask is unchanged."""
+    odds = HistoryOdds(launder=1.0, launder_twice=0.5)
+    plain = _samples(library, 12)
+    laundered = _samples(library, 12, odds=odds)
+    times = set()
+    for before, after in zip(plain, laundered):
+        chain = after.history["chain"]
+        saves = [stage for stage in chain if stage["role"] == "launder"]
+        times.add(len(saves))
+        assert saves and chain[-len(saves):] == saves
+        assert chain[-len(saves) - 1]["role"] == "final"
+        assert all(stage["grid"] == [0, 0] for stage in saves)
+        assert all(70 <= stage["table"]["quality"] <= 95 for stage in saves
+                   if stage["table"]["family"] == "ijg")
+        with Image.open(io.BytesIO(after.jpeg)) as saved:
+            assert list(saved.quantization[0]) == saves[-1]["table"]["luma"]
+        # the same draw up to the last save: the same image, mask and kind
+        assert after.kind == before.kind and np.array_equal(after.mask, before.mask)
+    assert times == {1, 2}
+
+
+def test_real_windows_can_come_from_a_re_saved_file(photo_root, tmp_path):
+    """RealJpegWindows(launder=1): every window comes from the file saved once more (another
+    table), with the same block target."""
+    from forgeryloc.data.datasets import Sample
+    from forgeryloc.data.jpeg_blocks import RealJpegWindows, grid_from_sample
+
+    image = tmp_path / "forged.jpg"
+    Image.fromarray(_photo(3)[:, :128]).save(image, quality=55)
+    mask = np.zeros((HEIGHT, 128), np.uint8)
+    mask[40:80, 32:96] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    sample = Sample(image, tmp_path / "mask.png", "forged", True)
+    original = grid_from_sample(sample)
+    plain = RealJpegWindows([sample], 64, 0, 4, flips=False)
+    laundered = RealJpegWindows([sample], 64, 0, 4, flips=False, launder=1.0)
+    for index in range(4):
+        _, table, target, weight = plain[index]
+        _, new_table, new_target, new_weight = laundered[index]
+        assert np.array_equal(table.numpy(), original.table)
+        assert not np.array_equal(new_table.numpy(), original.table)
+        assert np.array_equal(new_target.numpy(), target.numpy())
+        assert np.array_equal(new_weight.numpy(), weight.numpy())

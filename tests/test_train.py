@@ -324,3 +324,23 @@ def test_shipping_repairs_the_provenance_of_older_checkpoints(tiny_config):
         "rgb": {"recipe": {"arch": "m2sformer-b2"}, "device": ""}, "fusion": {"seed": 0}})
     ship_weights.repair_legacy_provenance(fused)
     assert fused.provenance == {"rgb": {"recipe": {"arch": "tiny"}}, "fusion": {"seed": 0}}
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_frozen_encoder_norm_keeps_the_encoder_statistics(tmp_path, synthetic_sets, freeze):
+    """--freeze-encoder-norm: the encoder's BatchNorm statistics stay as they started (here
+    a fresh Lite0's, mean 0 and variance 1); without it, training batches move them. The
+    decoder's own BatchNorm layers keep learning their statistics either way."""
+    train, val, _ = synthetic_sets
+    Trainer(_config(tmp_path, "m2sformer-lite0", train, val, epochs=1, epoch_size=8,
+                    freeze_encoder_norm=freeze)).run()
+    model, _ = load_model(tmp_path / "run" / "last.safetensors")
+    encoder = [m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    others = [m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)
+              and not name.startswith("encoder.")]
+    assert encoder and others
+    unchanged = all(torch.equal(m.running_mean, torch.zeros_like(m.running_mean)) and
+                    torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in encoder)
+    assert unchanged == freeze
+    assert any(not torch.equal(m.running_mean, torch.zeros_like(m.running_mean))
+               for m in others)

@@ -96,23 +96,50 @@ def as_item(coefficients, table, target, weight):
             torch.from_numpy(np.ascontiguousarray(weight))[None])
 
 
+def resaved(data: bytes, rng: np.random.Generator, quality: tuple[int, int]) -> bytes:
+    """The file's displayed pixels saved again with drawn tables (IJG mostly) at a quality in
+    `quality`, 4:2:0 or 4:4:4: what a share site or a careless copy does to evidence."""
+    from .jpeg_history import decode_jpeg_displayed
+    from .jpeg_tables import draw_tables, encode_with_tables
+    tables = draw_tables(rng, {"ijg": 0.7, "ijg-perturbed": 0.15, "camera": 0.15}, quality)
+    subsampling = "4:2:0" if rng.random() < 0.7 else "4:4:4"
+    return encode_with_tables(decode_jpeg_displayed(data), tables, subsampling)
+
+
 class RealJpegWindows(Dataset):
     """Windows of real JPEG files (read once, kept in memory: about 2 bytes per pixel);
-    item i of epoch e is fixed by (seed, e, i). Non-JPEG samples are left out."""
+    item i of epoch e is fixed by (seed, e, i). Non-JPEG samples are left out. With
+    `launder` > 0, that share of items comes from the file saved once more (a quality drawn
+    from `launder_quality`), with the same target."""
 
     def __init__(self, samples: Sequence[Sample], size: int, seed: int, length: int,
-                 flips: bool = True):
-        self.grids = [g for g in (grid_from_sample(s) for s in samples) if g is not None]
+                 flips: bool = True, launder: float = 0.0,
+                 launder_quality: tuple[int, int] = (70, 95)):
+        self.grids, self.sources = [], []
+        for sample in samples:
+            grid = grid_from_sample(sample)
+            if grid is None:
+                continue
+            self.grids.append(grid)
+            if launder > 0:
+                mask = load_mask(sample.mask) if sample.mask is not None else None
+                with open(sample.image, "rb") as handle:
+                    self.sources.append((handle.read(), mask))
         if not self.grids:
             raise ValueError("no JPEG among the training samples")
         self.size, self.seed, self.length, self.flips, self.epoch = size, seed, length, flips, 0
+        self.launder, self.launder_quality = launder, launder_quality
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int):
         rng = np.random.default_rng([self.seed, self.epoch, index, 1])
-        grid = self.grids[int(rng.integers(len(self.grids)))]
+        choice = int(rng.integers(len(self.grids)))
+        grid = self.grids[choice]
+        if self.launder > 0 and rng.random() < self.launder:
+            data, mask = self.sources[choice]
+            grid = grid_from_jpeg(resaved(data, rng, self.launder_quality), mask)
         if self.flips and rng.random() < 0.5:
             grid = flip_horizontally(grid)
         return as_item(*window_with_table(grid, self.size, rng))
@@ -126,11 +153,13 @@ def window_with_table(grid: BlockGrid, size: int, rng: np.random.Generator):
 class SyntheticJpegWindows(Dataset):
     """Windows of synthetic forgeries with real compression histories (jpeg_history)."""
 
-    def __init__(self, photo_roots: Sequence[str], size: int, seed: int, length: int):
-        from .jpeg_history import JpegHistorySynthesizer
+    def __init__(self, photo_roots: Sequence[str], size: int, seed: int, length: int,
+                 launder: float = 0.0):
+        from .jpeg_history import HistoryOdds, JpegHistorySynthesizer
         from .synth import PhotoLibrary
 
-        self.synthesizer = JpegHistorySynthesizer(PhotoLibrary(photo_roots))
+        self.synthesizer = JpegHistorySynthesizer(PhotoLibrary(photo_roots),
+                                                  odds=HistoryOdds(launder=launder))
         self.size, self.seed, self.length, self.epoch = size, seed, length, 0
 
     def __len__(self) -> int:

@@ -21,6 +21,7 @@ erases it (`HistoryOdds.erase_source_jpeg`). Everything is drawn from a numpy Ge
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections import Counter
@@ -71,6 +72,9 @@ class HistoryOdds:
     feather: float = 0.15  # the pasted region's edge is blended (sigma 0.5-2 pixels)
     erase_source_jpeg: float = 0.75  # photos read from JPEG files are downscaled 0.5-0.9 first
     rescale_other: float = 0.5  # other photos (e.g. PNG) are downscaled too, for variety
+    launder: float = 0.0  # the final file is decoded and saved again, as a share site would
+    launder_quality: tuple[int, int] = (70, 95)  # ... at a quality drawn from this range
+    launder_twice: float = 0.3  # ... and, of those, this share a second time
 
 
 @dataclass
@@ -229,9 +233,12 @@ class JpegHistorySynthesizer:
         # a table saved again on its own grid is nearly a no-op: the last table must differ
         aligned = [stage["table"]["luma"] for stage in chain if stage["grid"] == [0, 0]]
         jpeg, final = self._save(rng, image, "final", [0, 0], avoid=aligned, final=True)
+        laundering = self._launder(rng, jpeg)
+        if laundering:
+            jpeg = laundering.pop()
         history = {"kind": kind, "tampered": kind in TAMPERED_KINDS,
                    "size": [int(image.shape[0]), int(image.shape[1])], "host": host.info,
-                   "region": region, "chain": [*chain, final],
+                   "region": region, "chain": [*chain, final, *laundering],
                    "mask_fraction": round(float(mask.mean()), 6)}
         return HistoryForgery(jpeg=jpeg, mask=mask, history=history)
 
@@ -325,6 +332,22 @@ class JpegHistorySynthesizer:
         stage = {"role": role, "grid": grid, "table": tables.to_json(),
                  "subsampling": subsampling, "progressive": progressive}
         return data, stage
+
+    def _launder(self, rng: np.random.Generator, jpeg: bytes) -> list:
+        """Re-saves of the finished file on its own grid (none by chance): their stage
+        records, then the last file's bytes as the list's final item."""
+        odds = self.odds
+        if odds.launder <= 0 or rng.random() >= odds.launder:
+            return []
+        times = 2 if rng.random() < odds.launder_twice else 1
+        stages = []
+        for _ in range(times):
+            tables = draw_tables(rng, odds.tables, odds.launder_quality)
+            subsampling = _choose(rng, odds.subsampling)
+            jpeg = encode_with_tables(decode_jpeg(jpeg), tables, subsampling, False)
+            stages.append({"role": "launder", "grid": [0, 0], "table": tables.to_json(),
+                           "subsampling": subsampling, "progressive": False})
+        return [*stages, jpeg]
 
     # --- tampering
 
@@ -504,6 +527,13 @@ class JpegHistorySynthesizer:
                       "feather": round(feather, 3), "attempts": attempt + 1, "stages": stages}
             return image, mask, record
         raise ImageReadError("no transformed region could be placed")
+
+
+def decode_jpeg_displayed(data: bytes) -> np.ndarray:
+    """A JPEG's pixels as displayed (EXIF orientation applied), H x W x 3 uint8."""
+    from PIL import ImageOps
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
 
 
 def _nudged(tables: QuantTables) -> QuantTables:
