@@ -12,7 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .maps import ImageMaps, MapBand
+from .maps import WHOLE_MAP_PIXELS, ImageMaps, MapBand
 
 EPSILON = 1e-6
 
@@ -68,6 +68,7 @@ class FusedMaps:
         self.inner, self.jpeg_logits, self.weights = inner, jpeg_logits, tuple(weights)
         self.origin = origin
         self.height, self.width = inner.height, inner.width
+        self._whole: np.ndarray | None = None  # the fused map, when it was small enough
 
     @property
     def difficulty_score(self) -> float:
@@ -84,13 +85,21 @@ class FusedMaps:
 
     def bands(self) -> Iterator[MapBand]:
         cols = np.arange(self.width)
+        # kept whole (as ResizedMaps does) where the preview may be the image's own size
+        whole = np.empty((self.height, self.width), np.float32) \
+            if self.height * self.width <= WHOLE_MAP_PIXELS else None
         for band in self.inner.bands():
             rows = np.arange(band.rows.start, band.rows.stop)
-            yield MapBand(band.rows, fuse(band.probability, self._jpeg_at(rows, cols),
-                                          self.weights))
+            fused = fuse(band.probability, self._jpeg_at(rows, cols), self.weights)
+            if whole is not None:
+                whole[band.rows] = fused
+            yield MapBand(band.rows, fused)
+        self._whole = whole
 
     def preview(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         probability, curvature = self.inner.preview(height, width)
+        if self._whole is not None and self._whole.shape == (height, width):
+            return self._whole, curvature
         # Preview pixel i covers image rows around (i + 0.5) * H / h - 0.5.
         rows = (np.arange(height) + 0.5) * (self.height / height) - 0.5
         cols = (np.arange(width) + 0.5) * (self.width / width) - 0.5

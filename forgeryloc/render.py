@@ -443,31 +443,43 @@ def difficulty_image(curvature: np.ndarray, label: str, score: float,
     scale = _curvature_scale(curvature, finite)
     width, height = (curvature.shape[1], curvature.shape[0]) if size is None else \
         (max(1, int(size[0])), max(1, int(size[1])))
-    values = np.where(finite, curvature, 0.0).astype(np.float32)
-    if (width, height) != (values.shape[1], values.shape[0]):
-        values = np.asarray(Image.fromarray(values, "F").resize((width, height),
-                                                                Image.Resampling.BILINEAR))
-        finite = np.asarray(Image.fromarray(finite).resize((width, height),
-                                                           Image.Resampling.NEAREST))
-    signed = np.clip(values / np.float32(scale), -1.0, 1.0)
-    colours = DIVERGING[np.rint((signed + 1.0) * 127.5).astype(np.uint8)]
+    # Palette index 0 .. 255 of the clipped, signed curvature (127.5: flat). The affine map
+    # to levels is applied at the map's own size, before the (linear) enlargement; Pillow's
+    # float-to-byte conversion then clips and truncates (hence + 0.5: rounding), and its
+    # integer kernels do the colouring and the blending, as for the overlay.
+    levels = np.where(finite, curvature, 0.0).astype(np.float32) * np.float32(127.5 / scale)
+    levels = Image.fromarray(levels + np.float32(128.0), "F")
+    if (width, height) != levels.size:
+        levels = levels.resize((width, height), Image.Resampling.BILINEAR)
+        if not finite.all():
+            finite = np.asarray(Image.fromarray(finite).resize((width, height),
+                                                               Image.Resampling.NEAREST))
+    levels = levels.convert("L")
+    colours = levels.convert("P")
+    colours.putpalette(_DIVERGING_PALETTE)
+    picture = colours.convert("RGB")
     if photo is not None:
         photo = np.asarray(photo)
         if photo.shape != (height, width, 3):
             raise ValueError(f"photo shape {photo.shape} differs from the picture's "
                              f"{(height, width, 3)}")
-        grey = np.asarray(Image.fromarray(np.ascontiguousarray(photo)).convert("L"),
-                          np.float32)[..., None]
-        opacity = (0.85 * np.abs(signed))[..., None]  # the grey photo where it is flat
-        colours = np.rint(colours * opacity + (40 + 0.7 * grey) * (1 - opacity)
-                          ).astype(np.uint8)
+        # the photo in dim grey where the prior is flat, the colours where it bends
+        grey = Image.fromarray(np.ascontiguousarray(photo)).convert("L").point(_GREY_TABLE)
+        opacity = levels.point(_DIFFICULTY_OPACITY_TABLE)
+        picture = Image.composite(picture, grey.convert("RGB"), opacity)
     undefined = not bool(finite.all())
     if undefined:
-        colours[~finite] = UNDEFINED_COLOUR
-    picture = Image.fromarray(colours)
+        pixels = np.array(picture)
+        pixels[~finite] = UNDEFINED_COLOUR
+        picture = Image.fromarray(pixels)
     legend = _difficulty_legend(max(picture.width, MIN_CANVAS_WIDTH), label, score, scale,
                                 undefined)
     return _stack(picture, legend)
+
+
+_DIVERGING_PALETTE = DIVERGING.astype(np.uint8).tobytes()
+_DIFFICULTY_OPACITY_TABLE = [round(255 * 0.85 * abs(i - 127.5) / 127.5) for i in range(256)]
+_GREY_TABLE = [round(40 + 0.7 * i) for i in range(256)]
 
 
 def cell_means(values: np.ndarray, cells: tuple[float, float]) -> np.ndarray:

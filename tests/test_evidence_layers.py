@@ -54,6 +54,19 @@ def test_dq_map_shows_the_region_compressed_once():
     assert inside.mean() > 0.8 and grid[outside].mean() < 0.2
 
 
+def test_all_first_steps_at_once_equal_one_at_a_time():
+    """The fit tries every first step q1 in one vectorised pass: each row must be the
+    expected histogram of that q1 alone."""
+    rng = np.random.default_rng(4)
+    unquantised = (rng.laplace(size=3000) * 15).astype(np.float32)
+    for step, ymax in ((3, 6), (7, 14)):
+        first_steps = np.array([q for q in range(2, 3 * step + 1) if q != step])
+        together = double_jpeg._requantised_all(unquantised, first_steps, step, ymax)
+        alone = np.stack([double_jpeg._requantised(unquantised, int(q), step, ymax)
+                          for q in first_steps])
+        np.testing.assert_allclose(together, alone, rtol=1e-9, atol=1e-9)
+
+
 def test_a_single_compression_shows_no_double_quantisation():
     data = saved(texture(256, 320, 3), 90)
     jpeg = read_jpeg_coefficients(data)

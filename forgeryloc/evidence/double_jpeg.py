@@ -161,16 +161,14 @@ def _fit(position: int, step: int, values: np.ndarray, unquantised: np.ndarray
     ymax = int(np.clip(np.ceil(np.percentile(magnitudes[magnitudes > 0], 99.5)), 6, 30))
     histogram = _histogram(values, ymax)
     single = _log_probabilities(_quantised(unquantised, step, ymax))
-    best_gain, best_step, best_log = -np.inf, step, single
-    for first_step in range(2, min(100, max(3 * step, 12)) + 1):
-        if first_step == step:
-            continue
-        double = _log_probabilities(_requantised(unquantised, first_step, step, ymax))
-        gain = float((double - single) @ histogram)
-        if gain > best_gain:
-            best_gain, best_step, best_log = gain, first_step, double
-    return FrequencyFit(position=position, step=step, first_step=best_step, gain=best_gain,
-                        values=nonzero, single_log=single, double_log=best_log)
+    first_steps = np.arange(2, min(100, max(3 * step, 12)) + 1)
+    first_steps = first_steps[first_steps != step]
+    doubles = _log_probabilities(_requantised_all(unquantised, first_steps, step, ymax))
+    gains = (doubles - single) @ histogram                     # one per first step
+    best = int(np.argmax(gains))  # the first of equal gains, the smallest q1
+    return FrequencyFit(position=position, step=step, first_step=int(first_steps[best]),
+                        gain=float(gains[best]), values=nonzero, single_log=single,
+                        double_log=doubles[best])
 
 
 def _histogram(values: np.ndarray, ymax: int) -> np.ndarray:
@@ -201,7 +199,33 @@ def _requantised(unquantised: np.ndarray, first_step: int, step: int, ymax: int
     return np.concatenate([inside, [max(0.0, counts.sum() - inside.sum())]])
 
 
+def _requantised_all(unquantised: np.ndarray, first_steps: np.ndarray, step: int, ymax: int
+                     ) -> np.ndarray:
+    """_requantised for K first steps at once: K x (2 ymax + 2) expected bin counts. The
+    levels k q1 of all first steps are counted in one pass (each step's indices offset into
+    a range of its own) and spread over the bins together."""
+    first_steps = np.asarray(first_steps, dtype=np.int64)
+    indices = np.rint(unquantised[None, :] / first_steps[:, None].astype(np.float32)
+                      ).astype(np.int64)                              # K x N
+    lowest = indices.min(axis=1, keepdims=True)
+    span = int((indices - lowest).max()) + 1
+    offsets = np.arange(len(first_steps))[:, None] * span
+    counts = np.bincount((indices - lowest + offsets).ravel(),
+                         minlength=len(first_steps) * span)          # K * span
+    kept = np.flatnonzero(counts)                                   # (step, level) pairs
+    owner = kept // span
+    levels = ((kept % span) + lowest[owner, 0]) * first_steps[owner].astype(np.float64)
+    edges = (np.arange(-ymax, ymax + 2) - 0.5) * step
+    spread = np.diff(ndtr((edges[None, :] - levels[:, None]) / ROUNDING_SIGMA), axis=1)
+    inside = np.zeros((len(first_steps), spread.shape[1]))
+    np.add.at(inside, owner, counts[kept, None] * spread)
+    total = float(unquantised.size)
+    tail = np.maximum(0.0, total - inside.sum(axis=1, keepdims=True))
+    return np.concatenate([inside, tail], axis=1)
+
+
 def _log_probabilities(counts: np.ndarray) -> np.ndarray:
-    """log of bin probabilities, each count raised by half a value (no bin is impossible)."""
+    """log of bin probabilities (over the last axis), each count raised by half a value (no
+    bin is impossible)."""
     smoothed = counts + 0.5
-    return np.log(smoothed / smoothed.sum())
+    return np.log(smoothed / smoothed.sum(axis=-1, keepdims=True))
