@@ -477,7 +477,8 @@ def train(
         batch_size=batch_size, accumulate=accumulate, epochs=epochs, epoch_size=epoch_size,
         max_minutes=max_minutes, lr=lr, min_lr=min_lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, grad_clip=grad_clip, ema_decay=ema_decay, augment=augment,
-        freeze_encoder_norm=freeze_encoder_norm, workers=workers, seed=seed, resume=str(resume) if resume else None,
+        freeze_encoder_norm=freeze_encoder_norm, workers=workers, seed=seed,
+        resume=str(resume) if resume else None,
         init_weights=str(init_weights) if init_weights else None,
         init_encoder=str(init_encoder) if init_encoder else None, device=device.value)
 
