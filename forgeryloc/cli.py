@@ -557,6 +557,10 @@ def fuse(
     synth_photos: List[Path] = typer.Option([], "--synth", help="Photos for fresh synthetic "
                                             "compression histories in the fit (repeat)."),
     synth_count: int = typer.Option(200, min=0),
+    launder: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of the real JPEGs also "
+                                  "fitted as re-saved once more (q70-95), and of synthetic "
+                                  "histories re-saved, so the fusion holds after a share "
+                                  "site's re-save."),
     seed: int = typer.Option(0),
     verbose: bool = VERBOSE,
 ) -> None:
@@ -580,10 +584,13 @@ def fuse(
         if synth_photos and synth_count:
             from .data.jpeg_history import JpegHistorySynthesizer
             from .data.synth import PhotoLibrary
-            synthesizer = JpegHistorySynthesizer(PhotoLibrary([str(p) for p in synth_photos]))
+            from .data.jpeg_history import HistoryOdds
+            synthesizer = JpegHistorySynthesizer(PhotoLibrary([str(p) for p in synth_photos]),
+                                                 odds=HistoryOdds(launder=launder))
             synthetic = [synthesizer.sample(i, seed + 7919) for i in range(synth_count)]
         fused = attach_stream(model, stream)
-        fitted, summary = fit_fusion(Predictor(fused, card, "cpu"), samples, synthetic, seed)
+        fitted, summary = fit_fusion(Predictor(fused, card, "cpu"), samples, synthetic, seed,
+                                     launder)
     except (CheckpointError, ValueError) as error:
         raise fail(str(error))
     set_fusion(fused, fitted)
@@ -593,7 +600,8 @@ def fuse(
                                   "fitted on": f"{len(samples)} training-split images of "
                                   f"{', '.join(p.name for p in data) or 'no dataset'} and "
                                   f"{len(synthetic)} synthetic compression histories",
-                                  "seed": seed, "val_fraction": val_fraction,
+                                  "seed": seed, "launder": launder,
+                                  "val_fraction": val_fraction,
                                   "group_pattern": group_pattern, **summary,
                                   **runtime(torch.device("cpu"))}}
     save_checkpoint(fused, card, output)
@@ -622,6 +630,10 @@ def evaluate(
     without_jpeg: bool = typer.Option(False, "--without-jpeg", help="Withhold the files' JPEG "
                                       "evidence (a model with a JPEG stream then measures its "
                                       "pixel-only path, as on PNG inputs)."),
+    resave: Optional[int] = typer.Option(None, min=1, max=100, metavar="QUALITY",
+                                         help="Save every image once more as a JPEG of this "
+                                         "quality (libjpeg's tables) before the model sees it: "
+                                         "how the evidence survives a share site's re-save."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Measure a checkpoint the way the literature does (paper protocol, and more)."""
@@ -639,7 +651,8 @@ def evaluate(
     except (CheckpointError, ValueError) as error:
         raise fail(str(error))
     result = evaluate_samples(predictor, samples, batch_size=batch_size, threshold=threshold,
-                              use_jpeg=not without_jpeg)
+                              use_jpeg=not without_jpeg, resave_quality=resave)
+    result.summary["resave_quality"] = resave
     if output is not None:
         write_evaluation(result, output)
     summary = result.summary
@@ -649,6 +662,8 @@ def evaluate(
     # Title and caption on lines of their own: as the table's, they wrap at its width (a
     # dataset path broken in the middle at 80 columns).
     title = f"{dataset}: {summary['tampered']} tampered, {summary['authentic']} authentic"
+    if resave is not None:
+        title += f", each re-saved at JPEG quality {resave}"
     caption = ("floors: the same images scored as all manipulated and as a centred blob; "
                "fraction: predicted (model) and true (all)")
     table = Table()

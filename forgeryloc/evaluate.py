@@ -15,6 +15,8 @@ import torch
 
 from . import metrics
 from .data.datasets import Sample, load_pair
+from .data.jpeg_tables import resaved_jpeg
+from .data.synth import decode_jpeg
 from .imaging import ImageReadError
 from .jpeg_input import read_jpeg_input
 from .predict import Finding, Predictor, image_score
@@ -114,9 +116,12 @@ class MetricsCollector:
 
 def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 8,
                      threshold: float | None = None, score_threshold: float | None = None,
-                     progress=None, use_jpeg: bool = True) -> EvaluationResult:
+                     progress=None, use_jpeg: bool = True,
+                     resave_quality: int | None = None) -> EvaluationResult:
     """Runs the predictor over `samples` and computes every metric. use_jpeg=False withholds
-    the files' JPEG evidence from a model with a JPEG stream (its pixel-only path)."""
+    the files' JPEG evidence from a model with a JPEG stream (its pixel-only path);
+    resave_quality: each image is first saved once more as a JPEG of that IJG quality (4:2:0),
+    as a share site or a careless copy would, and the model sees only that file."""
     threshold = PAPER_THRESHOLD if threshold is None else threshold
     score_threshold = (predictor.info.score_threshold if score_threshold is None
                        else score_threshold)
@@ -125,22 +130,27 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
         pairs = []
         for sample in samples[start:start + batch_size]:
             try:
-                pairs.append((sample, *load_pair(sample)))
+                rgb, mask = load_pair(sample)
+                source = sample.image
+                if resave_quality is not None:
+                    source = resaved_jpeg(rgb, resave_quality)
+                    rgb = decode_jpeg(source)
+                pairs.append((sample, rgb, mask, source))
             except ImageReadError as error:
                 log.warning("skipping %s: %s", sample.image, error)
                 collector.skipped.append(str(sample.image))
         if not pairs:
             continue
-        batch = torch.stack([predictor.preprocess(rgb) for _, rgb, _ in pairs])
+        batch = torch.stack([predictor.preprocess(rgb) for _, rgb, _, _ in pairs])
         outputs = predictor.forward(batch)
-        for i, (sample, rgb, mask) in enumerate(pairs):
+        for i, (sample, rgb, mask, source) in enumerate(pairs):
             height, width = rgb.shape[:2]
             maps = predictor.maps_from_resized(outputs, i, height, width)
             if predictor.jpeg_stream is None:
                 prob_small = outputs["probability"][i, 0].numpy()
                 prob_native = Finding.from_maps(maps).probability
             else:  # the fused map exists at the image's size only: resized like the masks
-                jpeg = read_jpeg_input(sample.image)[0] if use_jpeg else None
+                jpeg = read_jpeg_input(source)[0] if use_jpeg else None
                 prob_native = Finding.from_maps(predictor.with_jpeg(maps, jpeg)).probability
                 prob_small = resize_probability(prob_native, predictor.size)
             collector.add(sample, prob_small, prob_native, mask)

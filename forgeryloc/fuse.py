@@ -5,13 +5,15 @@ histories, each seen once with its JPEG evidence and once without it (as a PNG w
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from .data.datasets import Sample, load_pair
+from .data.jpeg_blocks import resaved
+from .data.synth import decode_jpeg
 from .fused_maps import EPSILON, sample_points
 from .imaging import ImageReadError
 from .jpeg_input import JpegInput, read_jpeg_input
@@ -52,23 +54,35 @@ def _pixel_logits(predictor: Predictor, rgb: np.ndarray, jpeg: JpegInput | None,
     return rgb_logits, jpeg_logits, (mask[rows, cols] > 0).astype(np.float32)
 
 
+def _fitting_images(samples: Sequence[Sample], synthetic: Sequence, launder: float,
+                    rng: np.random.Generator) -> Iterator[tuple]:
+    """(pixels, mask, JPEG input or None) of each fitting image: the real samples, a
+    `launder` share of them once more as the file re-saved (q70-95), the synthetic ones.
+    An unreadable image is left out with a warning."""
+    for sample in samples:
+        try:
+            rgb, mask = load_pair(sample)
+            jpeg = read_jpeg_input(sample.image)[0]
+        except ImageReadError as error:
+            log.warning("fusion fit: skipping %s (%s)", sample.image, error)
+            continue
+        yield rgb, mask, jpeg
+        if jpeg is not None and launder > 0 and rng.random() < launder:
+            with open(sample.image, "rb") as handle:
+                data = resaved(handle.read(), rng, (70, 95))
+            yield decode_jpeg(data), mask, read_jpeg_input(data)[0]
+    for forgery in synthetic:
+        yield forgery.decode(), forgery.mask, read_jpeg_input(forgery.jpeg)[0]
+
+
 def fit_fusion(predictor: Predictor, samples: Sequence[Sample], synthetic: Sequence = (),
-               seed: int = 0) -> tuple[tuple[float, ...], dict]:
-    """Fits (a0, c0, a1, b, c1) by minimising the pixel BCE; returns them and a summary."""
+               seed: int = 0, launder: float = 0.0) -> tuple[tuple[float, ...], dict]:
+    """Fits (a0, c0, a1, b, c1) by minimising the pixel BCE; returns them and a summary.
+    launder: the share of real JPEGs also seen re-saved once more (see _fitting_images)."""
     rng = np.random.default_rng(seed)
     present, absent = [], []
-    items = [(s, None) for s in samples] + [(None, f) for f in synthetic]
-    for sample, forgery in items:
-        try:
-            if sample is not None:
-                rgb, mask = load_pair(sample)
-                jpeg, _ = read_jpeg_input(sample.image)
-            else:
-                rgb, mask = forgery.decode(), forgery.mask
-                jpeg, _ = read_jpeg_input(forgery.jpeg)
-        except ImageReadError as error:
-            log.warning("fusion fit: skipping an image (%s)", error)
-            continue
+    for rgb, mask, jpeg in _fitting_images(samples, synthetic, launder,
+                                           np.random.default_rng([seed, 1])):
         rgb_logits, jpeg_logits, labels = _pixel_logits(predictor, rgb, jpeg, rng, mask)
         absent.append((rgb_logits, labels))
         if jpeg_logits is not None:

@@ -83,9 +83,9 @@ def block_probability_to_pixels(block_logits: torch.Tensor, height: int, width: 
 def resaved_at(path: str, quality: int) -> bytes:
     """The file's displayed pixels saved again with the IJG tables of `quality`, 4:2:0."""
     from .data.jpeg_history import decode_jpeg_displayed
-    from .data.jpeg_tables import encode_with_tables, ijg_tables
+    from .data.jpeg_tables import resaved_jpeg
     with open(path, "rb") as handle:
-        return encode_with_tables(decode_jpeg_displayed(handle.read()), ijg_tables(quality))
+        return resaved_jpeg(decode_jpeg_displayed(handle.read()), quality)
 
 
 @torch.no_grad()

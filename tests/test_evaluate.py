@@ -1,6 +1,7 @@
 """`forgeryloc evaluate` against an independent computation of the paper's protocol."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from forgeryloc.cli import app
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +131,32 @@ def test_evaluate_reports_the_floors_on_the_same_images(casia_subset, tiny_check
     table = CliRunner().invoke(app, ["evaluate", str(casia_subset), "--weights",
                                      str(tiny_checkpoint), "--device", "cpu"]).output
     assert "blob" in table and f"{summary['floor_all_dsc']:.4f}" in table
+
+
+def test_evaluate_can_re_save_every_image_first(tmp_path):
+    """--resave Q: the model sees each image saved once more at JPEG quality Q (libjpeg's
+    tables), so its JPEG stream reads the new file; the summary says so."""
+    from forgeryloc.data.jpeg_tables import ijg_tables
+    from forgeryloc.data.datasets import read_dataset
+    from forgeryloc.evaluate import evaluate_samples
+    from forgeryloc.predict import Predictor
+    from forgeryloc.weights import load_model
+
+    samples = [s for s in read_dataset(EXAMPLES) if s.tampered][:3]
+    model, card = load_model()
+    predictor = Predictor(model, card, "cpu")
+    seen = []
+    block_logits = predictor.jpeg_block_logits
+    predictor.jpeg_block_logits = lambda jpeg: seen.append(jpeg.table.numpy()) or \
+        block_logits(jpeg)
+    plain = evaluate_samples(predictor, samples)
+    seen_plain, seen[:] = list(seen), []
+    resaved = evaluate_samples(predictor, samples, resave_quality=60)
+    quality_60 = np.asarray(ijg_tables(60).luma)
+    assert all(not np.array_equal(table, quality_60) for table in seen_plain)
+    assert len(seen) == len(samples) and all(np.array_equal(table, quality_60) for table in seen)
+    assert plain.rows != resaved.rows
+
+    result = CliRunner().invoke(app, ["evaluate", str(EXAMPLES), "--resave", "60", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["resave_quality"] == 60

@@ -1,4 +1,6 @@
 """The JPEG stream network and the fusion of its block logits into an image's maps."""
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -124,3 +126,19 @@ def test_a_large_grid_in_windows_equals_the_whole_grid(tiny_config):
     with torch.inference_mode():
         whole = model.jpeg_stream(coefficients[None], table[None])[0][0, 0].numpy()
     np.testing.assert_allclose(windowed, whole, atol=1e-4)
+
+
+def test_fusion_fit_can_see_re_saved_copies(tmp_path):
+    """fuse --launder: a share of the real JPEGs is also fitted as the file saved once more
+    (other tables, the same mask); non-JPEG images are never re-saved."""
+    from forgeryloc.data.datasets import read_dataset
+    from forgeryloc.fuse import _fitting_images
+
+    samples = read_dataset(Path(__file__).resolve().parents[1] / "examples")
+    jpegs = sum(1 for s in samples if s.image.suffix.lower() in (".jpg", ".jpeg"))
+    plain = list(_fitting_images(samples, (), 0.0, np.random.default_rng(0)))
+    every = list(_fitting_images(samples, (), 1.0, np.random.default_rng(0)))
+    assert len(plain) == len(samples) and len(every) == len(samples) + jpegs
+    original, copy = every[0], every[1]
+    assert np.array_equal(original[1], copy[1])
+    assert not np.array_equal(original[2].table.numpy(), copy[2].table.numpy())

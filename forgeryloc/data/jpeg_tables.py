@@ -137,3 +137,9 @@ def encode_with_tables(image: np.ndarray, tables: QuantTables, subsampling: str 
     Image.fromarray(image).save(buffer, "JPEG", qtables=[list(tables.luma), list(tables.chroma)],
                                 subsampling=SUBSAMPLINGS[subsampling], progressive=progressive)
     return buffer.getvalue()
+
+
+def resaved_jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    """An H x W x 3 uint8 image saved as libjpeg would at `quality` (its tables, 4:2:0): the
+    re-save that share sites and careless copies apply to evidence."""
+    return encode_with_tables(rgb, ijg_tables(quality))
