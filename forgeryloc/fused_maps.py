@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
+import torch
+from torch.nn import functional as F
 
 from .maps import WHOLE_MAP_PIXELS, ImageMaps, MapBand
 
@@ -45,18 +47,25 @@ def sample_points(grid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nd
     return top + (bottom - top) * wr
 
 
+def upsampled_blocks(grid: np.ndarray) -> np.ndarray:
+    """Hb x Wb -> 8 Hb x 8 Wb, exactly sample_blocks at every pixel of the grid (PyTorch's
+    kernel: several times faster than the gathers)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32))[None, None]
+    return F.interpolate(tensor, scale_factor=8, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
 def fuse(probability: np.ndarray, jpeg_logits: np.ndarray | None,
          weights: tuple[float, ...]) -> np.ndarray:
     """Per-pixel late fusion of an RGB probability map with JPEG logits of the same shape
-    (None: no JPEG evidence); weights (a0, c0, a1, b, c1)."""
+    (None: no JPEG evidence); weights (a0, c0, a1, b, c1). float32 throughout."""
     a0, c0, a1, b, c1 = weights
-    clipped = np.clip(probability, EPSILON, 1 - EPSILON)
-    rgb_logits = np.log(clipped) - np.log1p(-clipped)
+    rgb_logits = torch.logit(torch.from_numpy(np.asarray(probability, np.float32)), EPSILON)
     if jpeg_logits is None:
-        logits = a0 * rgb_logits + c0
+        logits = rgb_logits.mul_(a0).add_(c0)
     else:
-        logits = a1 * rgb_logits + b * jpeg_logits + c1
-    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        jpeg = torch.from_numpy(np.asarray(jpeg_logits, np.float32))
+        logits = rgb_logits.mul_(a1).add_(jpeg, alpha=b).add_(c1)
+    return logits.sigmoid_().numpy()
 
 
 class FusedMaps:
@@ -83,14 +92,27 @@ class FusedMaps:
             return None
         return sample_blocks(self.jpeg_logits, rows - self.origin[0], cols - self.origin[1])
 
+    def _jpeg_pixels(self) -> np.ndarray | None:
+        """The JPEG logits at every pixel, when the image is small enough to hold them."""
+        if self.jpeg_logits is None or self.height * self.width > WHOLE_MAP_PIXELS:
+            return None
+        top, left = -self.origin[0], -self.origin[1]
+        grid = upsampled_blocks(self.jpeg_logits)
+        if grid.shape[0] < top + self.height or grid.shape[1] < left + self.width:
+            return None  # a grid short of the picture: sample_blocks clamps at its end
+        return grid[top:top + self.height, left:left + self.width]
+
     def bands(self) -> Iterator[MapBand]:
         cols = np.arange(self.width)
         # kept whole (as ResizedMaps does) where the preview may be the image's own size
         whole = np.empty((self.height, self.width), np.float32) \
             if self.height * self.width <= WHOLE_MAP_PIXELS else None
+        jpeg_pixels = self._jpeg_pixels()
         for band in self.inner.bands():
             rows = np.arange(band.rows.start, band.rows.stop)
-            fused = fuse(band.probability, self._jpeg_at(rows, cols), self.weights)
+            jpeg = jpeg_pixels[band.rows] if jpeg_pixels is not None else \
+                self._jpeg_at(rows, cols)
+            fused = fuse(band.probability, jpeg, self.weights)
             if whole is not None:
                 whole[band.rows] = fused
             yield MapBand(band.rows, fused)

@@ -79,6 +79,13 @@ def test_fused_maps_follow_the_fusion_rule_band_by_band_and_in_previews():
     jpeg_shifted = sample_blocks(blocks, np.arange(40) + 3, np.arange(56) + 5)
     np.testing.assert_allclose(first, 1 / (1 + np.exp(-(0.7 * logit + 1.3 * jpeg_shifted - 0.2)))[
         :len(first)], atol=1e-5)
+    # A grid that covers the shifted picture (as a file's does) is upsampled whole: the same
+    covering = rng.normal(size=(6, 8)).astype(np.float32)
+    whole = np.concatenate([b.probability for b in
+                            FusedMaps(inner, covering, weights, origin=(-3, -5)).bands()])
+    jpeg_covering = sample_blocks(covering, np.arange(40) + 3, np.arange(56) + 5)
+    np.testing.assert_allclose(whole, 1 / (1 + np.exp(-(0.7 * logit + 1.3 * jpeg_covering
+                                                         - 0.2))), atol=1e-5)
 
 
 def test_late_fusion_module_and_numpy_rule_agree():
