@@ -138,38 +138,61 @@ class ResizedMaps:
 
 # ---- tile mode ----------------------------------------------------------------------------
 
+CROSSFADE = 0.5  # share of two neighbouring tiles' overlap across which one hands over
+
+
+def tile_starts(length: int, size: int, overlap: float) -> list[int]:
+    """Where tiles start along one axis: evenly spread, at least `overlap` of a tile apart
+    from the next's start, the last ending at the image's end."""
+    if length <= size:
+        return [0]
+    stride = max(1, int(size * (1 - overlap)))
+    count = math.ceil((length - size) / stride) + 1
+    return sorted({round(i * (length - size) / (count - 1)) for i in range(count)})
+
+
 def tile_grid(height: int, width: int, size: int, overlap: float):
     """Top-left corners of tiles covering the image with at least `overlap` between tiles,
     row of tiles by row of tiles."""
-    stride = max(1, int(size * (1 - overlap)))
-
-    def starts(length: int) -> list[int]:
-        if length <= size:
-            return [0]
-        count = math.ceil((length - size) / stride) + 1
-        return sorted({round(i * (length - size) / (count - 1)) for i in range(count)})
-
-    for y in starts(height):
-        for x in starts(width):
+    for y in tile_starts(height, size, overlap):
+        for x in tile_starts(width, size, overlap):
             yield y, x
 
 
-def blend_window(size: int, overlap: float) -> np.ndarray:
-    """S x S weights: 1 in the tile's middle, fading to ~0 towards its edges across the middle
-    quarter of the overlap between neighbouring tiles (never 0: the image's own edges, which
-    no other tile covers, keep their one tile).
+def blend_weights(starts: list[int], length: int, size: int) -> list[np.ndarray]:
+    """Along one axis, each tile's weight at each of its pixels (min(size, length - start) of
+    them): 1 where no neighbour is used, and between two neighbours a raised-cosine hand-over
+    across the middle CROSSFADE of their overlap, centred on it, so the weights of every
+    pixel add up to exactly 1 (a tile's weight is the product of its two axes' weights: in
+    2-D too). The image's own edges, which only one tile covers, keep full weight.
 
-    Why not a Hann window: a trained network's map of a tile droops within about two prior
-    cells (~64 px of 256) of the tile's edges, as at a picture's edges; the Hann window gives
-    those margins weight, and a flat sky came out with a grid of dips at every tile border.
-    Here each pixel comes from tiles in which it lies at least 3/8 of the overlap inside, so
-    with overlap 0.5 the outer 3/16 of a tile never shows (see tests/test_streaming.py)."""
-    stride = max(1, int(size * (1 - overlap)))
-    shared = size - stride  # pixels two neighbouring tiles have in common (at least)
-    inset = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32)
-    ramp = np.clip((inset - 0.375 * shared) / max(0.25 * shared, 1.0), 0.0, 1.0)
-    ramp = np.sin(np.pi / 2 * ramp) ** 2
-    return np.maximum(np.outer(ramp, ramp), 1e-3).astype(np.float32)
+    Why: the network's map of a tile depends on where in the tile a pixel lies (on a flat
+    sky, shipped weights: ~0.5 at a tile's left and right edges, ~0.08 in its middle; on a
+    vertical gradient higher in its lower half), so neighbours disagree in their overlap.
+    The hand-over keeps each tile's outer margin out of the map ((1 - CROSSFADE) / 2 of the
+    overlap: 32 px of 256 at overlap 0.5), gives a tile's middle exactly, and is wide enough
+    that the disagreement becomes a slope no steeper than the tiles' own maps. The former
+    S x S window faded over a quarter of the overlap only (a step across rows of tiles) and
+    was floored at 1e-3 as a whole, so along the picture's edges, where one axis had no
+    neighbour, every tile got that same weight: hard steps at each tile's edge there
+    (tests/test_streaming.py, shipped weights, smooth sky)."""
+    ramps = []  # ramps[k]: weight of tile k + 1 against tile k at each pixel of the axis
+    centres = np.arange(length) + 0.5
+    for before, after in zip(starts, starts[1:]):
+        shared = before + size - after  # pixels both tiles cover
+        middle = (after + before + size) / 2
+        half = min(CROSSFADE * shared, after - before) / 2  # hand-overs never meet
+        rise = np.clip((centres - (middle - half)) / max(2 * half, 1e-6), 0.0, 1.0)
+        ramps.append(np.sin(np.pi / 2 * rise) ** 2)
+    weights = []
+    for index, start in enumerate(starts):
+        weight = np.ones(length)
+        if index > 0:
+            weight *= ramps[index - 1]
+        if index + 1 < len(starts):
+            weight *= 1.0 - ramps[index]
+        weights.append(weight[start:start + size].astype(np.float32))
+    return weights
 
 
 def image_shape(rgb: np.ndarray | Image.Image) -> tuple[int, int]:
@@ -214,7 +237,7 @@ class AreaAverage:
 
 
 class TiledMaps:
-    """Native resolution: overlapping S x S tiles blended with a smooth window. The network
+    """Native resolution: overlapping S x S tiles blended by blend_weights. The network
     runs while `bands()` is consumed, one row of tiles at a time, so only about two tile
     heights of blended rows are ever held, plus a preview of `preview_shape` (h, w).
 
@@ -283,37 +306,34 @@ class TiledMaps:
 
     def _bands(self, pool: ThreadPoolExecutor | None) -> Iterator[MapBand]:
         size, height, width = self.predictor.size, self.height, self.width
-        rows_of_tiles: dict[int, list[int]] = {}
-        for y, x in tile_grid(height, width, size, self.overlap):
-            rows_of_tiles.setdefault(y, []).append(x)
-        tops = sorted(rows_of_tiles)
-        total = sum(len(xs) for xs in rows_of_tiles.values())
-        window = blend_window(size, self.overlap)
+        tops = tile_starts(height, size, self.overlap)
+        lefts = tile_starts(width, size, self.overlap)
+        total = len(tops) * len(lefts)
+        row_weights = blend_weights(tops, height, size)   # per row of tiles: h
+        column_weights = dict(zip(lefts, blend_weights(lefts, width, size)))  # per left: w
         preview_probability = AreaAverage(height, width, *self.preview_shape)
         preview_curvature = AreaAverage(height, width, *self.preview_shape)
-        # Weighted sums of the rows from `first` on that tiles have touched (3 x r x W).
-        first, sums = 0, np.zeros((3, 0, width), np.float32)
+        # Weighted sums of the rows from `first` on that tiles have touched (2 x r x W); the
+        # weights of a pixel add up to 1, so a row no later tile touches is finished.
+        first, sums = 0, np.zeros((2, 0, width), np.float32)
         difficulty = []
         for index, y in enumerate(tops):
             h = min(size, height - y)
             if y + h - first > sums.shape[1]:
-                grow = np.zeros((3, y + h - first - sums.shape[1], width), np.float32)
+                grow = np.zeros((2, y + h - first - sums.shape[1], width), np.float32)
                 sums = np.concatenate([sums, grow], axis=1)
-            tiles = self._forward_row(y, rows_of_tiles[y], total, pool)
-            for x, probability, curvature, score in tiles:
+            for x, probability, curvature, score in self._forward_row(y, lefts, total, pool):
                 w = min(size, width - x)
-                weights = window[:h, :w]
+                weights = np.outer(row_weights[index], column_weights[x])  # h x w
                 target = (slice(y - first, y - first + h), slice(x, x + w))
                 sums[0][target] += probability[:h, :w] * weights
                 sums[1][target] += curvature[:h, :w] * weights
-                sums[2][target] += weights
                 difficulty.append(score)
             done = (tops[index + 1] if index + 1 < len(tops) else height) - first
-            weight = np.maximum(sums[2, :done], 1e-6)
-            probability = np.clip(sums[0, :done] / weight, 0.0, 1.0)
+            probability = np.clip(sums[0, :done], 0.0, 1.0)
             rows = slice(first, first + done)
             preview_probability.add(rows, probability)
-            preview_curvature.add(rows, sums[1, :done] / weight)
+            preview_curvature.add(rows, sums[1, :done])
             yield MapBand(rows, probability)
             first, sums = first + done, sums[:, done:]
         self.difficulty_score = float(np.mean(difficulty))

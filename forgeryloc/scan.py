@@ -60,7 +60,7 @@ class ScanSettings:
     batch_size: int = 8
     workers: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
-    tile_overlap: float = 0.5        # half a tile's side: faint seams at most (blend_window)
+    tile_overlap: float = 0.5        # half a tile's side: no steps at tile borders (blend_weights)
     preview_max_side: int = 2048      # overlay and difficulty pictures are at most this wide
     mixed_precision: bool = True
     compile: bool = False             # torch.compile: faster after warm-up, other last bits
