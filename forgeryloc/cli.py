@@ -601,7 +601,9 @@ def fuse(
                        "fusion": {"weights (a0, c0, a1, b, c1)": [round(w, 5) for w in fitted],
                                   "fitted on": f"{len(samples)} training-split images of "
                                   f"{', '.join(p.name for p in data) or 'no dataset'} and "
-                                  f"{len(synthetic)} synthetic compression histories",
+                                  f"{len(synthetic)} synthetic compression histories"
+                                  + (f", a {launder:g} share of each also re-saved"
+                                     if launder else ""),
                                   "seed": seed, "launder": launder,
                                   "val_fraction": val_fraction,
                                   "group_pattern": group_pattern, **summary,
