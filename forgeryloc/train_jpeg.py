@@ -19,6 +19,7 @@ from .data.datasets import Sample, load_pair, read_dataset, split_holdout
 from .data.jpeg_blocks import (
     RealJpegWindows, SyntheticJpegWindows, grid_from_jpeg, grid_from_sample,
 )
+from .data.jpeg_tables import resaved_jpeg
 from .evaluate import PAPER_THRESHOLD, MetricsCollector, resize_probability
 from .imaging import ImageReadError
 from .model.jpeg_stream import JpegStream, JpegStreamConfig
@@ -80,14 +81,6 @@ def block_probability_to_pixels(block_logits: torch.Tensor, height: int, width: 
     return torch.sigmoid(up)[0, 0, :height, :width].cpu().numpy()
 
 
-def resaved_at(path: str, quality: int) -> bytes:
-    """The file's displayed pixels saved again with the IJG tables of `quality`, 4:2:0."""
-    from .data.jpeg_history import decode_jpeg_displayed
-    from .data.jpeg_tables import resaved_jpeg
-    with open(path, "rb") as handle:
-        return resaved_jpeg(decode_jpeg_displayed(handle.read()), quality)
-
-
 @torch.no_grad()
 def validate_stream(stream: JpegStream, samples: list[Sample], device, size: int = 256,
                     resave_quality: int | None = None) -> dict:
@@ -102,7 +95,7 @@ def validate_stream(stream: JpegStream, samples: list[Sample], device, size: int
             rgb, mask = load_pair(sample)
             grid = grid_from_sample(sample)
             if grid is not None and resave_quality is not None:
-                grid = grid_from_jpeg(resaved_at(sample.image, resave_quality), mask)
+                grid = grid_from_jpeg(resaved_jpeg(rgb, resave_quality), mask)
         except ImageReadError as error:
             collector.skipped.append(f"{sample.image}: {error}")
             continue
