@@ -163,7 +163,7 @@ def _fit(position: int, step: int, values: np.ndarray, unquantised: np.ndarray
     single = _log_probabilities(_quantised(unquantised, step, ymax))
     first_steps = np.arange(2, min(100, max(3 * step, 12)) + 1)
     first_steps = first_steps[first_steps != step]
-    doubles = _log_probabilities(_requantised_all(unquantised, first_steps, step, ymax))
+    doubles = _log_probabilities(_requantised(unquantised, first_steps, step, ymax))
     gains = (doubles - single) @ histogram                     # one per first step
     best = int(np.argmax(gains))  # the first of equal gains, the smallest q1
     return FrequencyFit(position=position, step=step, first_step=int(first_steps[best]),
@@ -183,27 +183,13 @@ def _quantised(unquantised: np.ndarray, step: int, ymax: int) -> np.ndarray:
     return _histogram(np.rint(unquantised / step), ymax)
 
 
-def _requantised(unquantised: np.ndarray, first_step: int, step: int, ymax: int
+def _requantised(unquantised: np.ndarray, first_steps: np.ndarray, step: int, ymax: int
                  ) -> np.ndarray:
-    """Expected bin counts of round((k q1 + e) / q2), k = round(c / q1) the first save's
-    index, e ~ N(0, ROUNDING_SIGMA^2): each level k q1 spreads over the bins its noise
-    reaches."""
-    indices = np.rint(unquantised / first_step).astype(np.int64)
-    lowest = int(indices.min())
-    counts = np.bincount(indices - lowest).astype(np.float64)
-    kept = np.flatnonzero(counts)
-    levels = (kept + lowest) * float(first_step)
-    edges = (np.arange(-ymax, ymax + 2) - 0.5) * step
-    spread = np.diff(ndtr((edges[None, :] - levels[:, None]) / ROUNDING_SIGMA), axis=1)
-    inside = counts[kept] @ spread
-    return np.concatenate([inside, [max(0.0, counts.sum() - inside.sum())]])
-
-
-def _requantised_all(unquantised: np.ndarray, first_steps: np.ndarray, step: int, ymax: int
-                     ) -> np.ndarray:
-    """_requantised for K first steps at once: K x (2 ymax + 2) expected bin counts. The
-    levels k q1 of all first steps are counted in one pass (each step's indices offset into
-    a range of its own) and spread over the bins together."""
+    """For each of K first steps q1: the expected bin counts of round((k q1 + e) / q2),
+    k = round(c / q1) the first save's index, e ~ N(0, ROUNDING_SIGMA^2) (each level k q1
+    spreads over the bins its noise reaches): K x (2 ymax + 2). The levels of all first steps
+    are counted in one pass (each step's indices offset into a range of its own) and spread
+    over the bins together."""
     first_steps = np.asarray(first_steps, dtype=np.int64)
     indices = np.rint(unquantised[None, :] / first_steps[:, None].astype(np.float32)
                       ).astype(np.int64)                              # K x N
