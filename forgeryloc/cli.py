@@ -584,9 +584,8 @@ def fuse(
             samples += split_holdout(read_dataset(root), val_fraction, seed, group_pattern)[0]
         synthetic = []
         if synth_photos and synth_count:
-            from .data.jpeg_history import JpegHistorySynthesizer
+            from .data.jpeg_history import HistoryOdds, JpegHistorySynthesizer
             from .data.synth import PhotoLibrary
-            from .data.jpeg_history import HistoryOdds
             synthesizer = JpegHistorySynthesizer(PhotoLibrary([str(p) for p in synth_photos]),
                                                  odds=HistoryOdds(launder=launder))
             synthetic = [synthesizer.sample(i, seed + 7919) for i in range(synth_count)]

@@ -117,14 +117,15 @@ class RealJpegWindows(Dataset):
                  launder_quality: tuple[int, int] = (70, 95)):
         self.grids, self.sources = [], []
         for sample in samples:
-            grid = grid_from_sample(sample)
+            mask = load_mask(sample.mask) if sample.mask is not None else None
+            with open(sample.image, "rb") as handle:
+                data = handle.read()
+            grid = grid_from_jpeg(data, mask)
             if grid is None:
                 continue
             self.grids.append(grid)
             if launder > 0:
-                mask = load_mask(sample.mask) if sample.mask is not None else None
-                with open(sample.image, "rb") as handle:
-                    self.sources.append((handle.read(), mask))
+                self.sources.append((data, mask))
         if not self.grids:
             raise ValueError("no JPEG among the training samples")
         self.size, self.seed, self.length, self.flips, self.epoch = size, seed, length, flips, 0
