@@ -188,6 +188,7 @@ def info(
         "std": list(card.std),
         "threshold": card.threshold,
         "score_threshold": card.score_threshold,
+        "image_score": card.image_score,
         "embeddings": card.embeddings,
         "architecture": card.config.to_dict(),
         "provenance": card.provenance,

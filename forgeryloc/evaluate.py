@@ -19,7 +19,8 @@ from .data.jpeg_tables import resaved_jpeg
 from .data.synth import decode_jpeg
 from .imaging import ImageReadError
 from .jpeg_input import read_jpeg_input
-from .predict import Finding, Predictor, image_score
+from .image_scores import DEFAULT_STATISTIC, STATISTICS, image_score
+from .predict import Finding, Predictor
 from .preprocess import resize_mask
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,8 @@ PROTOCOL = ("paper protocol: images and masks resized to {size}x{size}, predicti
             "sigmoid >= {threshold}, ground truth > half its maximum, per-image DSC and IoU "
             "(smoothing 1e-5) averaged over the tampered images; native-resolution metrics "
             "upsample the prediction to the image size; best-threshold F1 is an oracle (the "
-            "threshold is chosen per image with the ground truth); image-level score = mean "
-            "of the pixel probabilities, accuracy at score threshold {score_threshold}; "
+            "threshold is chosen per image with the ground truth); image-level score = "
+            "{image_score}, accuracy at score threshold {score_threshold}; "
             "floors on the same images: every pixel manipulated, and a centred Gaussian blob "
             "(sigma a quarter of each side) thresholded at 0.5; a constant image score has "
             "image AUC 0.5")
@@ -59,11 +60,12 @@ def centred_blob(height: int, width: int) -> np.ndarray:
 
 
 def _image_row(sample: Sample, prob_small: np.ndarray, prob_native: np.ndarray,
-               mask: np.ndarray, size: int, threshold: float) -> dict:
+               mask: np.ndarray, size: int, threshold: float,
+               statistic: str = DEFAULT_STATISTIC) -> dict:
     gt_small = resize_mask(mask, size, size).astype(bool)
     gt_native = mask.astype(bool)
     row = {"name": sample.name, "tampered": sample.tampered,
-           "score": image_score(prob_native),
+           "score": image_score(prob_native, statistic),
            "area": float((prob_native >= threshold).mean())}
     if sample.tampered:
         pred_small = prob_small >= threshold
@@ -88,8 +90,11 @@ def _image_row(sample: Sample, prob_small: np.ndarray, prob_native: np.ndarray,
 class MetricsCollector:
     """Gathers per-image rows and a pixel sample, then summarises (any source of maps)."""
 
-    def __init__(self, size: int, threshold: float, score_threshold: float):
+    def __init__(self, size: int, threshold: float, score_threshold: float,
+                 statistic: str = DEFAULT_STATISTIC):
+        """statistic: the image score's (image_scores.STATISTICS)."""
         self.size, self.threshold, self.score_threshold = size, threshold, score_threshold
+        self.statistic = statistic
         self.rows: list[dict] = []
         self.skipped: list[str] = []
         self.pixel_probs, self.pixel_truth, self.blob_probs = [], [], []
@@ -100,7 +105,7 @@ class MetricsCollector:
         """prob_small: the map at the protocol's size x size; prob_native and mask: H x W."""
         height, width = mask.shape
         self.rows.append(_image_row(sample, prob_small, prob_native, mask, self.size,
-                                    self.threshold))
+                                    self.threshold, self.statistic))
         # A fixed random subset of pixels per image keeps pixel AUC cheap on big sets.
         flat = self.rng.choice(prob_native.size, size=min(4096, prob_native.size), replace=False)
         self.pixel_probs.append(prob_native.reshape(-1)[flat])
@@ -111,7 +116,8 @@ class MetricsCollector:
         return EvaluationResult(summary=summarise(self.rows, self.pixel_probs, self.pixel_truth,
                                                   self.size, self.threshold,
                                                   self.score_threshold, self.skipped,
-                                                  self.blob_probs), rows=self.rows)
+                                                  self.blob_probs, self.statistic),
+                                rows=self.rows)
 
 
 def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 8,
@@ -125,7 +131,8 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
     threshold = PAPER_THRESHOLD if threshold is None else threshold
     score_threshold = (predictor.info.score_threshold if score_threshold is None
                        else score_threshold)
-    collector = MetricsCollector(predictor.size, threshold, score_threshold)
+    collector = MetricsCollector(predictor.size, threshold, score_threshold,
+                                 predictor.info.image_score)
     for start in range(0, len(samples), batch_size):
         pairs = []
         for sample in samples[start:start + batch_size]:
@@ -160,7 +167,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
 
 
 def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, skipped,
-              blob_probs=None) -> dict:
+              blob_probs=None, statistic: str = DEFAULT_STATISTIC) -> dict:
     tampered = [r for r in rows if r["tampered"]]
     labels = np.array([r["tampered"] for r in rows], dtype=np.int64)
     scores = np.array([r["score"] for r in rows], dtype=np.float64)
@@ -170,7 +177,8 @@ def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, 
 
     summary = {
         "protocol": PROTOCOL.format(size=size, threshold=threshold,
-                                    score_threshold=score_threshold),
+                                    score_threshold=score_threshold,
+                                    image_score=STATISTICS[statistic]),
         "images": len(rows), "tampered": len(tampered), "authentic": len(rows) - len(tampered),
         "skipped": skipped, "input_size": size, "threshold": threshold,
         "dsc": mean("dsc"), "iou": mean("iou"),
@@ -179,7 +187,7 @@ def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, 
         "pixel_auc": (metrics.roc_auc(np.concatenate(pixel_probs), np.concatenate(pixel_truth))
                       if pixel_probs else float("nan")),
         "image_auc": float("nan"), "image_accuracy": float("nan"),
-        "score_threshold": score_threshold,
+        "score_threshold": score_threshold, "image_score": statistic,
         # What a degenerate model would score on the same images (see centred_blob).
         "predicted_fraction": (float(np.mean([r["area"] for r in rows])) if rows
                                else float("nan")),

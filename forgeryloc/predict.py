@@ -11,17 +11,12 @@ import torch
 from PIL import Image
 from .cpu import keep_large_allocations
 from .fused_maps import FusedMaps
+from .image_scores import DEFAULT_STATISTIC, image_score
 from .jpeg_input import JpegInput
 from .maps import ImageMaps, ResizedMaps, TiledMaps, image_shape, nearest, robust_curvature
 from .model.m2sformer import HARD, M2SFormer
 from .preprocess import resize_rgb, to_tensor
 from .weights import CheckpointInfo
-
-# How the image score is computed, in words for reports. Chosen by image-level AUC on the held-out
-# part of casia1-dev (scripts/compare_image_scores.py): with the shipped checkpoint the mean
-# probability separated tampered from authentic images (AUC 0.58), while the maximum and the
-# top 0.1/1/5% means ranked them the wrong way round (AUC 0.37-0.38).
-IMAGE_SCORE_DEFINITION = "mean of the pixel probabilities"
 
 # The JPEG stream runs on grids up to this many blocks at once (a 16 MP photo), larger ones in
 # overlapping windows: its one-hot input takes ~5 KB a block.
@@ -47,11 +42,6 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
-def image_score(prob: np.ndarray | torch.Tensor) -> float:
-    """How strongly the image as a whole looks manipulated (see IMAGE_SCORE_DEFINITION)."""
-    return float(np.asarray(prob, dtype=np.float32).mean(dtype=np.float64))
-
-
 def _stream_spans(length: int) -> list[tuple[int, int]]:
     """The JPEG stream's windows along one axis of the block grid (start, stop)."""
     if length <= STREAM_WINDOW:
@@ -67,18 +57,20 @@ class Finding:
     curvature: np.ndarray        # H x W float32, robust difficulty map
     difficulty_score: float
     difficulty_label: str        # "easy" or "hard"
-    score: float                 # image-level manipulation score in [0, 1]
+    score: float                 # image-level manipulation score in [0, 1] (image_scores.py)
 
     @classmethod
-    def from_maps(cls, maps: ImageMaps) -> "Finding":
-        """Gathers streamed maps into whole arrays (for images of moderate size)."""
+    def from_maps(cls, maps: ImageMaps, statistic: str = DEFAULT_STATISTIC) -> "Finding":
+        """Gathers streamed maps into whole arrays (for images of moderate size); the image
+        score is `statistic` of the probability map."""
         probability = np.empty((maps.height, maps.width), np.float32)
         for band in maps.bands():
             probability[band.rows] = band.probability
         curvature = nearest(maps.preview(maps.height, maps.width)[1], maps.height, maps.width)
         return cls(probability=probability, curvature=curvature,
                    difficulty_score=maps.difficulty_score,
-                   difficulty_label=maps.difficulty_label, score=image_score(probability))
+                   difficulty_label=maps.difficulty_label,
+                   score=image_score(probability, statistic))
 
     def mask(self, threshold: float) -> np.ndarray:
         return self.probability >= threshold
@@ -174,7 +166,8 @@ class Predictor:
     def finding_from_resized(self, outputs: dict[str, torch.Tensor], index: int, height: int,
                              width: int) -> Finding:
         """Brings the index-th S x S outputs of `forward` back to height x width."""
-        return Finding.from_maps(self.maps_from_resized(outputs, index, height, width))
+        return Finding.from_maps(self.maps_from_resized(outputs, index, height, width),
+                                 self.info.image_score)
 
     def predict(self, rgb: np.ndarray, mode: str = "resize", overlap: float = 0.5,
                 batch_size: int = 8) -> Finding:
@@ -200,4 +193,5 @@ class Predictor:
     def predict_tiled(self, rgb: np.ndarray, overlap: float = 0.5,
                       batch_size: int = 8) -> Finding:
         """Native resolution: overlapping S x S tiles, blended with a smooth window."""
-        return Finding.from_maps(self.tiled_maps(rgb, overlap, batch_size))
+        return Finding.from_maps(self.tiled_maps(rgb, overlap, batch_size),
+                                 self.info.image_score)

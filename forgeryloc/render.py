@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from .image_scores import probability_levels  # noqa: F401 - part of this module's API
 from .maps import row_bands
 from .png import write_png
 
@@ -77,11 +78,6 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> None:
 
 
 # --------------------------------------------------------------------------- maps and masks
-
-def probability_levels(prob: np.ndarray) -> np.ndarray:
-    """uint16 levels round(p * 65535) of a probability band; NaN is 0, infinities clipped."""
-    return np.rint(_clean_probability(prob) * np.float32(65535.0)).astype(np.uint16)
-
 
 def mask_levels(mask: np.ndarray) -> np.ndarray:
     """uint8 0 / 255 of a boolean mask band."""

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .atomic import FileSet, deferred_commits
 from .discover import InputEntry
+from .image_scores import ScoreAccumulator
 from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_picture, one_line,
                       read_bytes, sha256_bytes)
 from .evidence import file_clues
@@ -57,6 +58,7 @@ class ScanSettings:
     mode: str = "resize"              # "resize" (paper protocol) or "tile" (native resolution)
     threshold: float = 0.5            # pixel probability for the binary mask
     flag_threshold: float = 0.5       # image score above which an image is flagged
+    image_score: str = "mean"         # its statistic (image_scores.STATISTICS; the checkpoint's)
     batch_size: int = 8
     workers: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -324,7 +326,7 @@ def output_paths(entry: InputEntry) -> dict[str, str]:
 @dataclass
 class WrittenOutputs:
     paths: dict[str, str]
-    score: float        # image score (see predict.IMAGE_SCORE_DEFINITION), rounded
+    score: float        # image score (image_scores.py: settings.image_score), rounded
     area: float         # share of pixels at or above the threshold, rounded
     flagged: bool
     previews: tuple[str, str] | None = None  # report.preview_pair, when settings ask for it
@@ -364,16 +366,17 @@ def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, previe
 
     height, width = maps.height, maps.width
     threshold = np.float32(settings.threshold)
-    total, marked = 0.0, 0
+    scoring, marked = ScoreAccumulator(settings.image_score), 0
     with PngStream(out_dir / paths["prob"], width, height, "I;16") as prob_png, \
             PngStream(out_dir / paths["mask"], width, height, "L") as mask_png:
         for band in maps.bands():
-            prob_png.write(render.probability_levels(band.probability))
+            levels = render.probability_levels(band.probability)
+            prob_png.write(levels)
             mask = band.probability >= threshold
             mask_png.write(render.mask_levels(mask))
-            total += float(band.probability.sum(dtype=np.float64))
+            scoring.add(band.probability, levels)
             marked += int(np.count_nonzero(mask))
-    score, area = round(total / (height * width), 6), round(marked / (height * width), 6)
+    score, area = round(scoring.value(), 6), round(marked / (height * width), 6)
     flagged = score >= settings.flag_threshold
     title = f"score {score:.3f} · area {100 * area:.1f}%" + (" · FLAGGED" if flagged else "")
     height, width = preview.shape[:2]

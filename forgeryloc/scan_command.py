@@ -24,7 +24,8 @@ from .discover import DiscoveryError, discover, is_within
 from .evidence.layers import parse_layers
 from .imaging import one_line
 from .manifest import MANIFEST_NAME, write_manifest
-from .predict import IMAGE_SCORE_DEFINITION, Predictor, pick_device
+from .image_scores import STATISTICS
+from .predict import Predictor, pick_device
 from .report import REPORT_JSON
 from .scan import CPU_GROUP, JOURNAL_NAME, OutputError, ScanSettings, default_layout, run_scan
 from .weights import CheckpointError, default_weights_path, load_model, sha256_file
@@ -188,6 +189,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         threshold=card.threshold if request.threshold is None else request.threshold,
         flag_threshold=(card.score_threshold if request.flag_threshold is None
                         else request.flag_threshold),
+        image_score=card.image_score,
         batch_size=request.batch_size, max_pixels=request.max_pixels,
         workers=default_workers() if request.workers is None else request.workers,
         tile_overlap=request.tile_overlap, compile=request.compile,
@@ -277,7 +279,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
                      and "cuda" in str(workers["device"])},
         "started": result.started, "finished": result.finished,
         "counts": {**result.counts, "skipped": len(skipped)},
-        "image_score": IMAGE_SCORE_DEFINITION,
+        "image_score": STATISTICS[settings.image_score],
         "case": case_record(request.case, request.examiner),
     }
     from .report import write_reports

@@ -26,7 +26,8 @@ from .evaluate import evaluate_samples
 from .model.loss import m2sformer_loss
 from .model.encoders import input_normalization
 from .model.m2sformer import M2SFormer, build_model, get_config
-from .predict import IMAGE_SCORE_DEFINITION, Predictor
+from .image_scores import STATISTICS
+from .predict import Predictor
 from .preprocess import resize_mask, resize_rgb, to_tensor
 from .provenance import runtime
 from .weights import (CheckpointInfo, IMAGENET_MEAN, IMAGENET_STD, load_model, read_checkpoint,
@@ -345,7 +346,7 @@ class Trainer:
             if metrics:
                 record.update({f"val_{k}": v for k, v in metrics.items()})
                 metrics = {"epoch": record["epoch"], **metrics,
-                           "image_score": IMAGE_SCORE_DEFINITION}  # what image_auc ranks
+                           "image_score": STATISTICS["mean"]}  # what image_auc ranks
             state["history"].append(record)
             if self.rank == 0:
                 with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as handle:

@@ -8,6 +8,8 @@ Metadata (all strings, as safetensors requires):
   normalization    JSON {"mean": [...], "std": [...]}
   threshold        default probability threshold for the binary mask
   score_threshold  default image-level score above which an image is flagged
+  image_score      the statistic of the probability map that is the image score
+                   (image_scores.STATISTICS; "mean" when absent)
   embeddings       where the easy/hard word vectors came from
   provenance       JSON: how the weights were made (data, recipe, steps, metrics, ...)
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .atomic import write_bytes_atomic
+from .image_scores import DEFAULT_STATISTIC, check_statistic
 from .imaging import sha256_file  # noqa: F401 - the weights' hash, used from here too
 from .model.m2sformer import M2SFormer, M2SFormerConfig
 
@@ -46,6 +49,7 @@ class CheckpointInfo:
     std: tuple[float, ...] = IMAGENET_STD
     threshold: float = 0.5
     score_threshold: float = 0.5
+    image_score: str = DEFAULT_STATISTIC  # the statistic score_threshold is calibrated for
     embeddings: str = "stand-in (random, fixed seed)"
     provenance: dict = field(default_factory=dict)
 
@@ -58,6 +62,7 @@ class CheckpointInfo:
             "normalization": json.dumps({"mean": list(self.mean), "std": list(self.std)}),
             "threshold": repr(self.threshold),
             "score_threshold": repr(self.score_threshold),
+            "image_score": self.image_score,
             "embeddings": self.embeddings,
             "provenance": json.dumps(self.provenance, sort_keys=True),
         }
@@ -80,6 +85,8 @@ class CheckpointInfo:
                        std=tuple(float(v) for v in normalization["std"]),
                        threshold=float(metadata["threshold"]),
                        score_threshold=float(metadata.get("score_threshold", 0.5)),
+                       image_score=check_statistic(metadata.get("image_score",
+                                                                DEFAULT_STATISTIC)),
                        embeddings=metadata.get("embeddings", "unknown"),
                        provenance=json.loads(metadata.get("provenance", "{}")))
         except CheckpointError:

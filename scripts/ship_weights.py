@@ -2,7 +2,7 @@
 threshold and the hardware recorded in the provenance.
 
     python scripts/ship_weights.py runs/b0-256/best.safetensors --score-threshold T \
-        --hardware "2 CPU cores" [--note ...] [--evaluation EVALUATE.json]
+        --hardware "2 CPU cores" [--image-score top1%] [--note ...] [--evaluation EVALUATE.json]
 """
 import argparse
 import json
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from forgeryloc.image_scores import STATISTICS
 from forgeryloc.weights import DEFAULT_WEIGHTS_NAME, load_model, save_checkpoint
 
 
@@ -35,6 +36,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoint")
     parser.add_argument("--score-threshold", type=float, required=True)
+    parser.add_argument("--image-score", choices=sorted(STATISTICS),
+                        help="the statistic the threshold was calibrated for")
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--note", default="")
     parser.add_argument("--metrics", default=None, help="metrics.jsonl of the run to copy beside")
@@ -44,6 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     model, card = load_model(args.checkpoint)
     card.score_threshold = args.score_threshold
+    card.image_score = args.image_score or card.image_score
     repair_legacy_provenance(card)
     card.provenance["hardware"] = args.hardware
     if args.note:

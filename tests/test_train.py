@@ -185,7 +185,7 @@ def _expected_provenance(config, record, arch, train_images=48, val_images=24):
     from dataclasses import asdict
 
     from forgeryloc import __version__
-    from forgeryloc.predict import IMAGE_SCORE_DEFINITION
+    from forgeryloc.image_scores import STATISTICS
     recipe = {k: v for k, v in asdict(config).items() if k not in ("out_dir", "resume")}
     return {"tool": f"forgeryloc {__version__}", "recipe": {**recipe, "arch": arch},
             "training_images_real": train_images, "validation_images": val_images,
@@ -195,7 +195,7 @@ def _expected_provenance(config, record, arch, train_images=48, val_images=24):
             "hardware": "test bench",
             "validation": {"epoch": record["epoch"],
                            **{k[4:]: v for k, v in record.items() if k.startswith("val_")},
-                           "image_score": IMAGE_SCORE_DEFINITION}}
+                           "image_score": STATISTICS["mean"]}}
 
 
 def test_best_and_last_record_the_run_that_wrote_them(tmp_path, tiny_registered, synthetic_sets,
