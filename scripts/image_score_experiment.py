@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from forgeryloc import metrics
 from forgeryloc.data.datasets import load_pair, read_dataset, split_holdout
