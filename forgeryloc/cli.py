@@ -361,6 +361,11 @@ def scan(
                                            "ela, noise, dq (comma-separated) or all; "
                                            "NAME.ela.png, NAME.noise.png, NAME.dq.png (dq: "
                                            "JPEG only). See README, 'Reading the evidence'."),
+    jpeg_from_pixels: bool = typer.Option(True, "--jpeg-from-pixels/--no-jpeg-from-pixels",
+                                          help="For files that are not JPEGs (a PNG or TIFF "
+                                          "made from one): estimate the JPEG stream's input "
+                                          "from the pixels when they show a JPEG's grid and "
+                                          "quantisation (recorded per image in jpeg_evidence)."),
     verbose: bool = VERBOSE,
 ) -> None:
     from .scan_command import ScanRequest, execute_scan
@@ -374,7 +379,7 @@ def scan(
                           allow_output_in_input=allow_output_in_input,
                           command_line=sys.argv, ray=ray, ray_actors=ray_actors,
                           case=case, examiner=examiner,
-                          evidence=evidence)
+                          evidence=evidence, jpeg_from_pixels=jpeg_from_pixels)
     code = execute_scan(request, err_console)
     if fail_on_flag and request.flagged and code in (EXIT_OK, EXIT_UNREADABLE):
         code = EXIT_FLAGGED
@@ -638,6 +643,12 @@ def evaluate(
                                          help="Save every image once more as a JPEG of this "
                                          "quality (libjpeg's tables) before the model sees it: "
                                          "how the evidence survives a share site's re-save."),
+    lossless: bool = typer.Option(False, "--lossless", help="Hand every image over as decoded "
+                                  "pixels, without its file (as if it had been saved as a "
+                                  "PNG): a JPEG stream then sees only what it can estimate "
+                                  "from the pixels."),
+    no_jpeg_from_pixels: bool = typer.Option(False, "--no-jpeg-from-pixels", help="Never "
+                                             "estimate the stream's input from pixels."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Measure a checkpoint the way the literature does (paper protocol, and more)."""
@@ -655,8 +666,10 @@ def evaluate(
     except (CheckpointError, ValueError) as error:
         raise fail(str(error))
     result = evaluate_samples(predictor, samples, batch_size=batch_size, threshold=threshold,
-                              use_jpeg=not without_jpeg, resave_quality=resave)
-    result.summary["resave_quality"] = resave
+                              use_jpeg=not without_jpeg, resave_quality=resave,
+                              lossless=lossless, jpeg_from_pixels=not no_jpeg_from_pixels)
+    result.summary.update(resave_quality=resave, lossless=lossless,
+                          jpeg_from_pixels=not no_jpeg_from_pixels)
     if output is not None:
         write_evaluation(result, output)
     summary = result.summary
@@ -668,6 +681,8 @@ def evaluate(
     title = f"{dataset}: {summary['tampered']} tampered, {summary['authentic']} authentic"
     if resave is not None:
         title += f", each re-saved at JPEG quality {resave}"
+    if lossless:
+        title += ", handed over as pixels only"
     caption = ("floors: the same images scored as all manipulated and as a centred blob; "
                "fraction: predicted (model) and true (all)")
     table = Table()

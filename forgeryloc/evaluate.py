@@ -20,6 +20,7 @@ from .data.synth import decode_jpeg
 from .imaging import ImageReadError
 from .jpeg_input import read_jpeg_input
 from .image_scores import DEFAULT_STATISTIC, STATISTICS, image_score
+from .pixel_jpeg import stream_input
 from .predict import Finding, Predictor
 from .preprocess import resize_mask
 
@@ -123,11 +124,15 @@ class MetricsCollector:
 def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 8,
                      threshold: float | None = None, score_threshold: float | None = None,
                      progress=None, use_jpeg: bool = True,
-                     resave_quality: int | None = None) -> EvaluationResult:
+                     resave_quality: int | None = None, lossless: bool = False,
+                     jpeg_from_pixels: bool = True) -> EvaluationResult:
     """Runs the predictor over `samples` and computes every metric. use_jpeg=False withholds
     the files' JPEG evidence from a model with a JPEG stream (its pixel-only path);
     resave_quality: each image is first saved once more as a JPEG of that IJG quality (4:2:0),
-    as a share site or a careless copy would, and the model sees only that file."""
+    as a share site or a careless copy would, and the model sees only that file; lossless:
+    each image reaches the model as pixels only (as a PNG made from it would); a file
+    without coefficients then gets the stream's input estimated from its pixels
+    (pixel_jpeg.py) unless jpeg_from_pixels is False."""
     threshold = PAPER_THRESHOLD if threshold is None else threshold
     score_threshold = (predictor.info.score_threshold if score_threshold is None
                        else score_threshold)
@@ -157,7 +162,11 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
                 prob_small = outputs["probability"][i, 0].numpy()
                 prob_native = Finding.from_maps(maps).probability
             else:  # the fused map exists at the image's size only: resized like the masks
-                jpeg = read_jpeg_input(source)[0] if use_jpeg else None
+                jpeg = None
+                if use_jpeg and not lossless:
+                    jpeg = read_jpeg_input(source)[0]
+                if use_jpeg and jpeg is None and jpeg_from_pixels:
+                    jpeg = stream_input(rgb, "no file coefficients")[0]
                 prob_native = Finding.from_maps(predictor.with_jpeg(maps, jpeg)).probability
                 prob_small = resize_probability(prob_native, predictor.size)
             collector.add(sample, prob_small, prob_native, mask)

@@ -36,6 +36,7 @@ from .evidence import file_clues
 from .jpeg_input import JpegInput, jpeg_input, read_coefficients
 from .maps import ImageMaps
 from .parent_watch import worker_init
+from .pixel_jpeg import stream_input
 from .png import PngStream
 from .predict import Predictor
 from .preprocess import resize_rgb, to_tensor
@@ -68,6 +69,7 @@ class ScanSettings:
     compile: bool = False             # torch.compile: faster after warm-up, other last bits
     thumbnails: bool = True           # make the report's previews while the pictures are made
     jpeg_stream: bool = False         # the model reads JPEG files' coefficients (set from it)
+    jpeg_from_pixels: bool = True     # other files: the stream's input estimated from pixels
     evidence: tuple[str, ...] = ()    # evidence layers to write (evidence.LAYERS)
 
     def fingerprint(self) -> dict:
@@ -105,6 +107,9 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
         if settings.jpeg_stream:
             item["jpeg"] = jpeg_input(jpeg) if jpeg is not None else None
             item["jpeg_evidence"] = jpeg_note
+            if jpeg is None and settings.jpeg_from_pixels:
+                item["jpeg"], item["jpeg_evidence"] = stream_input(np.asarray(picture),
+                                                                   jpeg_note)
     except ImageReadError as error:
         item["error"] = str(error)
         return item
