@@ -9,7 +9,7 @@ back from the pixels (Fan & de Queiroz, "Identification of bitmap compression hi
 detection and quantizer estimation", IEEE TIP 2003):
 
 1. the grid: of the 64 possible, the one on whose blocks the lowest AC frequencies lie most
-   clearly on a lattice (a crop moves it; tried on up to 32 x 32 blocks);
+   clearly on a lattice (a crop moves it; tried on up to 24 x 24 blocks);
 2. the luma (JFIF weights) on that grid, its blocks' DCT (JPEG's orthonormal scaling);
 3. per frequency, the step: the largest q in 2 .. MAX_STEP such that most values |v| >
    ZERO_BAND lie within TOLERANCE of a multiple of q, far more than chance (2 TOLERANCE / q)
@@ -44,7 +44,9 @@ MIN_Z = 6.0                # ... and standard deviations above chance
 MIN_EXCESS_Z = 3.0         # a divisor of the step holding this much more than chance wins
 MIN_LATTICE_FREQUENCIES = 4  # of the 15 lowest AC frequencies, to call the picture a JPEG
 LOW_FREQUENCIES = 15
-ORIGIN_FREQUENCIES = (1, 8, 9)  # natural indices of the AC frequencies that find the grid
+ORIGIN_FREQUENCIES = (1, 8)  # natural indices of the AC frequencies that find the grid ...
+ORIGIN_BLOCKS_SIDE = 24      # ... on at most 24 x 24 blocks spread over the picture
+MAX_VALUES = 4096            # values per frequency a step is measured on (evenly spread)
 MAX_BLOCKS = 16384         # blocks used to estimate the table (a 1 MP area), evenly spread
 MAX_PIXELS = 40_000_000   # larger pictures are not searched (memory: ~12 bytes a pixel)
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # JFIF's RGB -> Y
@@ -87,11 +89,12 @@ def grid_origin(y: np.ndarray) -> tuple[tuple[int, int], float]:
     """((top, left) of the block grid, each in (-8, 0]; its evidence): of the 64 possible
     grids, the one on whose blocks the lowest AC frequencies lie most clearly on a lattice
     (summed over ORIGIN_FREQUENCIES: how far above chance the best step's share is, in
-    standard deviations), tried on at most ORIGIN_BLOCKS blocks spread over the picture."""
+    standard deviations), tried on at most ORIGIN_BLOCKS_SIDE^2 blocks spread over it."""
     height, width = y.shape
-    rows = np.linspace(0, max(0, height - 16) // 8, min(32, max(1, (height - 8) // 8))
+    side = ORIGIN_BLOCKS_SIDE
+    rows = np.linspace(0, max(0, height - 16) // 8, min(side, max(1, (height - 8) // 8))
                        ).astype(np.int64) * 8
-    cols = np.linspace(0, max(0, width - 16) // 8, min(32, max(1, (width - 8) // 8))
+    cols = np.linspace(0, max(0, width - 16) // 8, min(side, max(1, (width - 8) // 8))
                        ).astype(np.int64) * 8
     best, best_evidence = (0, 0), -np.inf
     for top in range(8):
@@ -100,8 +103,8 @@ def grid_origin(y: np.ndarray) -> tuple[tuple[int, int], float]:
             c = cols + left if cols.max() + left + 8 <= width else cols
             blocks = (y[r[:, None, None, None] + np.arange(8)[None, None, :, None],
                         c[None, :, None, None] + np.arange(8)[None, None, None, :]]
-                      - 128.0).reshape(-1, 8, 8)                     # N x 8 x 8
-            dct = (_DCT @ blocks @ _DCT.T).reshape(-1, 64)
+                      - 128.0).reshape(-1, 64)                       # N x 64
+            dct = blocks @ _DCT_2D.T                                  # N x 64
             evidence = sum(_lattice_evidence(dct[:, index]) for index in ORIGIN_FREQUENCIES)
             if evidence > best_evidence:
                 best, best_evidence = (top, left), evidence
@@ -119,8 +122,8 @@ def block_dct(y: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
     padded = np.pad(y - 128.0, ((top, blocks_h * 8 - height - top),
                                 (left, blocks_w * 8 - width - left)), mode="edge")
     blocks = padded.reshape(blocks_h, 8, blocks_w, 8).transpose(0, 2, 1, 3)  # Hb x Wb x 8 x 8
-    coefficients = _DCT @ blocks @ _DCT.T
-    return np.ascontiguousarray(coefficients.reshape(blocks_h, blocks_w, 64).transpose(2, 0, 1))
+    coefficients = blocks.reshape(-1, 64) @ _DCT_2D.T                         # Hb Wb x 64
+    return np.ascontiguousarray(coefficients.T.reshape(64, blocks_h, blocks_w))
 
 
 def _dct_matrix() -> np.ndarray:
@@ -131,6 +134,8 @@ def _dct_matrix() -> np.ndarray:
 
 
 _DCT = _dct_matrix()
+# the 2-D DCT of a block flattened row by row: coefficient u * 8 + v = (D B D^T)[u, v]
+_DCT_2D = np.kron(_DCT, _DCT)                                          # 64 x 64
 
 
 def _lattice_test(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
@@ -171,6 +176,8 @@ def measured_step(values: np.ndarray) -> int | None:
     values = _nonzero(values)
     if values.size < MIN_VALUES:
         return None
+    if values.size > MAX_VALUES:
+        values = values[np.linspace(0, values.size - 1, MAX_VALUES).astype(np.int64)]
     steps, counts, on_lattice, z = _lattice_test(values)
     passed = (on_lattice >= MIN_ON_LATTICE) & (z > MIN_Z) & (counts >= MIN_STEP_VALUES)
     if not passed.any():
