@@ -33,12 +33,13 @@ import torch
 
 from .jpeg_input import JpegInput
 
-MAX_STEP = 64              # the coarsest step tested
+MAX_STEP = 128             # the coarsest step tested
 ZERO_BAND = 1.0            # values this close to 0 fit any lattice and are left out
 MIN_VALUES = 40            # nonzero values a frequency needs for its step to be tested
 MIN_STEP_VALUES = 12       # values beyond half a step a step needs to be accepted
 TOLERANCE = 0.75           # a value lies on the lattice when this close to a multiple (the
                            # rounding to 8-bit pixels spreads values by ~0.3-0.5 DCT units)
+DC_TOLERANCE = 1.5         # the DC's values spread about twice as far (libjpeg's integer IDCT)
 MIN_ON_LATTICE = 0.6       # share of the nonzero values on the lattice to accept a step ...
 MIN_Z = 6.0                # ... and standard deviations above chance
 MIN_EXCESS_Z = 3.0         # a divisor of the step holding this much more than chance wins
@@ -48,6 +49,8 @@ ORIGIN_FREQUENCIES = (1, 8)  # natural indices of the AC frequencies that find t
 ORIGIN_BLOCKS_SIDE = 24      # ... on at most 24 x 24 blocks spread over the picture
 MAX_VALUES = 4096            # values per frequency a step is measured on (evenly spread)
 MAX_BLOCKS = 16384         # blocks used to estimate the table (a 1 MP area), evenly spread
+IJG_MATCH = 0.8            # share of measured steps IJG's table must match to fill the rest
+NEIGHBOURS = 6             # otherwise: measured steps a missing one takes the median of
 MAX_PIXELS = 40_000_000   # larger pictures are not searched (memory: ~12 bytes a pixel)
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # JFIF's RGB -> Y
 
@@ -138,21 +141,24 @@ _DCT = _dct_matrix()
 _DCT_2D = np.kron(_DCT, _DCT)                                          # 64 x 64
 
 
-def _lattice_test(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                np.ndarray]:
+def _lattice_test(values: np.ndarray, tolerance: float = 0.75
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """For the steps q = 2 .. MAX_STEP, over the values that would not round to 0 at q
     (|v| > q / 2; rounding noise around the zero coefficients stays out): (steps, how many
-    values, the share within TOLERANCE of a multiple of q, that share's distance above
+    values, the share within `tolerance` of a multiple of q, that share's distance above
     chance in standard deviations)."""
     steps = np.arange(2, MAX_STEP + 1, dtype=np.float32)[:, None]
     magnitudes = np.abs(values)[None, :]
     included = magnitudes > np.maximum(steps / 2, ZERO_BAND)              # K x N
     residuals = values[None, :] - steps * np.rint(values[None, :] / steps)
     counts = included.sum(axis=1)
-    on_lattice = (included & (np.abs(residuals) < TOLERANCE)).sum(axis=1) / np.maximum(counts, 1)
-    chance = 2 * TOLERANCE / steps[:, 0]  # values unrelated to q land near a multiple this often
-    spread = np.sqrt(chance * (1 - chance) / np.maximum(counts, 1))
-    return steps[:, 0], counts, on_lattice, (on_lattice - chance) / spread
+    on_lattice = (included & (np.abs(residuals) < tolerance)).sum(axis=1) / np.maximum(counts, 1)
+    # values unrelated to q land near a multiple this often (a step within twice the
+    # tolerance catches everything: no evidence either way)
+    chance = np.minimum(2 * tolerance / steps[:, 0], 1.0)
+    spread = np.sqrt(np.maximum(chance * (1 - chance), 1e-12) / np.maximum(counts, 1))
+    z = np.where(chance < 1.0, (on_lattice - chance) / spread, 0.0)
+    return steps[:, 0], counts, on_lattice, z
 
 
 def _nonzero(values: np.ndarray) -> np.ndarray:
@@ -167,7 +173,7 @@ def _lattice_evidence(values: np.ndarray) -> float:
     return float(np.max(np.where((on_lattice >= MIN_ON_LATTICE) & (counts >= 8), z, 0.0)))
 
 
-def measured_step(values: np.ndarray) -> int | None:
+def measured_step(values: np.ndarray, tolerance: float = 0.75) -> int | None:
     """The step of the lattice the nonzero values lie on (1: none); None when there are too
     few nonzero values to tell. The largest step that passes, unless one of its divisors holds
     significantly more values than chance would add: then the largest such divisor (a host
@@ -178,7 +184,7 @@ def measured_step(values: np.ndarray) -> int | None:
         return None
     if values.size > MAX_VALUES:
         values = values[np.linspace(0, values.size - 1, MAX_VALUES).astype(np.int64)]
-    steps, counts, on_lattice, z = _lattice_test(values)
+    steps, counts, on_lattice, z = _lattice_test(values, tolerance)
     passed = (on_lattice >= MIN_ON_LATTICE) & (z > MIN_Z) & (counts >= MIN_STEP_VALUES)
     if not passed.any():
         return 1
@@ -188,24 +194,26 @@ def measured_step(values: np.ndarray) -> int | None:
         share = on_lattice[step - 2]
         kept = np.abs(values) > max(step / 2, ZERO_BAND)
         finer = [d for d in range(step - 1, 1, -1) if step % d == 0 and passed[d - 2]
-                 and _excess_z(_share_on(values[kept], d), share, d, int(kept.sum()))
+                 and _excess_z(_share_on(values[kept], d, tolerance), share, d,
+                               int(kept.sum()), tolerance)
                  > MIN_EXCESS_Z]
         if not finer:
             return step
         step = finer[0]
 
 
-def _share_on(values: np.ndarray, step: int) -> float:
-    return float((np.abs(values - step * np.rint(values / step)) < TOLERANCE).mean())
+def _share_on(values: np.ndarray, step: int, tolerance: float) -> float:
+    return float((np.abs(values - step * np.rint(values / step)) < tolerance).mean())
 
 
-def _excess_z(share_finer: float, share: float, finer: int, count: int) -> float:
+def _excess_z(share_finer: float, share: float, finer: int, count: int,
+              tolerance: float) -> float:
     """How far (in standard deviations) the finer lattice's share exceeds the coarser one's
     plus what chance adds among the values off the coarser lattice."""
     off = (1 - share) * count
     if off < 1:
         return 0.0
-    chance = min(1.0, 2 * TOLERANCE / finer)
+    chance = min(1.0, 2 * tolerance / finer)
     extra = (share_finer - share) * count
     return float((extra - off * chance) / np.sqrt(off * chance * (1 - chance) + 1e-9))
 
@@ -238,6 +246,27 @@ def stream_input(rgb: np.ndarray, file_note: str) -> tuple[JpegInput | None, str
                          f"{int(found.measured.sum())} of 64 steps measured)")
 
 
+def _filled(table: np.ndarray, measured: np.ndarray, quality: int) -> np.ndarray:
+    """Steps for the frequencies that could not be measured: IJG's table at the fitted
+    quality where it matches most measured steps exactly (an IJG-made file); otherwise each
+    takes the median of the NEIGHBOURS closest measured steps before it in zigzag order
+    (editors' tables, often flat at high frequencies)."""
+    ijg = ijg_table(quality)
+    if np.mean(ijg[measured] == table[measured]) >= IJG_MATCH:
+        return ijg
+    filled = ijg.copy()
+    known = [int(index) for index in ZIGZAG if measured[index]]
+    for position, index in enumerate(ZIGZAG):
+        if measured[index]:
+            continue
+        before = [k for k in ZIGZAG[:position] if measured[k]][-NEIGHBOURS:]
+        if before:
+            filled[index] = np.median(table[before])
+        elif known:
+            filled[index] = table[known[0]]
+    return filled
+
+
 def estimate(rgb: np.ndarray) -> PixelJpegEstimate | None:
     """The JPEG stream's input re-estimated from decoded pixels (H x W x 3 uint8 or H x W),
     or None when the pixels show no JPEG lattice (see the module's docstring)."""
@@ -251,16 +280,17 @@ def estimate(rgb: np.ndarray) -> PixelJpegEstimate | None:
         flat = flat[:, np.linspace(0, flat.shape[1] - 1, MAX_BLOCKS).astype(np.int64)]
     table = np.ones(64)
     measured = np.zeros(64, bool)
-    for index in range(64):
-        step = measured_step(flat[index])
-        if step is not None:
+    for position, index in enumerate(ZIGZAG):
+        step = measured_step(flat[index], DC_TOLERANCE if index == 0 else TOLERANCE)
+        # beyond the lowest frequencies, "no lattice" is left to the fill: there the few
+        # values away from 0 are mostly clipping and noise around zero coefficients
+        if step is not None and (step > 1 or position <= LOW_FREQUENCIES):
             table[index], measured[index] = step, True
     low = ZIGZAG[1:LOW_FREQUENCIES + 1]
     if np.count_nonzero(measured[low] & (table[low] >= 2)) < MIN_LATTICE_FREQUENCIES:
         return None
     quality = _fitted_quality(table, measured)
-    fill = ijg_table(quality)
-    table = np.where(measured, table, fill)
+    table = np.where(measured, table, _filled(table, measured, quality))
     coefficients = np.clip(np.rint(dct / table[:, None, None]), -2048, 2047).astype(np.int16)
     jpeg = JpegInput(torch.from_numpy(coefficients), torch.from_numpy(table.astype(np.float32)),
                      origin)
