@@ -14,7 +14,7 @@ CLUE_COLUMNS = ("clue_jpeg_quality", "clue_jpeg_ijg_standard", "clue_jpeg_finger
                 "clue_jpeg_subsampling", "clue_jpeg_coding", "clue_double_compression",
                 "clue_double_compression_score", "clue_decode_warnings",
                 "clue_editing_software", "clue_dates_differ", "clue_thumbnail_differs",
-                "clue_camera_fields_missing", "clue_c2pa", "evidence")
+                "clue_camera_fields_missing", "clue_c2pa", "clue_jpeg_in_pixels", "evidence")
 
 
 def _esc(value) -> str:
@@ -29,6 +29,8 @@ def clue_value(record: dict, column: str):
     jpeg = clues.get("jpeg") or {}
     double = jpeg.get("double_compression") or {}
     metadata = clues.get("metadata") or {}
+    if column == "clue_jpeg_in_pixels":
+        return _in_pixels_text(clues.get("jpeg_in_pixels"))
     if column.startswith("clue_jpeg_"):
         return jpeg.get(column[len("clue_jpeg_"):])
     if column == "clue_double_compression":
@@ -54,6 +56,17 @@ def _c2pa_text(record) -> str | None:
                                    if record.get("failures") else "")
 
 
+def _in_pixels_text(record) -> str | None:
+    """A non-JPEG file's pixels: "JPEG, quality ~76, grid (0, 0)" or "none" (None: not
+    searched, e.g. a JPEG file)."""
+    if not isinstance(record, dict):
+        return None
+    if not record.get("found"):
+        return "none"
+    top, left = record.get("grid_origin") or (0, 0)
+    return f"JPEG, quality ~{record.get('ijg_quality_fit')}, grid ({top}, {left})"
+
+
 def clue_lines(record: dict) -> str:
     """HTML lines for the file cell: facts in grey, clues as highlighted badges."""
     clues = record.get("clues")
@@ -74,6 +87,11 @@ def clue_lines(record: dict) -> str:
             steps = ", ".join(f"{k}:{v}" for k, v in (double.get("first_steps") or {}).items())
             badges.append((f"double JPEG compression (score {double.get('score')})",
                            f"earlier steps by zigzag frequency {steps}"))
+    in_pixels = clues.get("jpeg_in_pixels")
+    if isinstance(in_pixels, dict) and in_pixels.get("found"):
+        badges.append(("was a JPEG before this file", "its pixels hold a JPEG's block grid "
+                       f"and quantisation: {_in_pixels_text(in_pixels)} (IJG's table that "
+                       "fits best; the history before that save is hidden by the format)"))
     for warning in clues.get("decode_warnings") or []:
         badges.append(("decode warning", warning))
     metadata = clues.get("metadata") or {}

@@ -232,18 +232,38 @@ def _fitted_quality(table: np.ndarray, measured: np.ndarray) -> int:
     return int(qualities[int(np.argmin(errors))])
 
 
+def search(rgb: np.ndarray) -> tuple[PixelJpegEstimate | None, str]:
+    """(the estimate or None, why none): estimate() within the size limit."""
+    height, width = np.asarray(rgb).shape[:2]
+    if height * width > MAX_PIXELS:
+        return None, "too large to look for JPEG traces in the pixels"
+    found = estimate(rgb)
+    return found, "" if found is not None else "no JPEG traces in the pixels"
+
+
+def stream_note(found: PixelJpegEstimate | None, why_not: str, file_note: str) -> str:
+    """The record's jpeg_evidence for a file without coefficients (file_note says why)."""
+    if found is None:
+        return f"{file_note}; {why_not}"
+    return (f"{file_note}; estimated from the pixels (a decoded JPEG: grid at {found.origin}, "
+            f"table close to IJG quality {found.quality}, {int(found.measured.sum())} of 64 "
+            f"steps measured)")
+
+
+def clue(found: PixelJpegEstimate | None, why_not: str) -> dict:
+    """The file clue `jpeg_in_pixels` of a file that is not a JPEG."""
+    if found is None:
+        return {"found": False, "note": why_not}
+    return {"found": True, "grid_origin": list(found.origin), "ijg_quality_fit": found.quality,
+            "steps_measured": int(found.measured.sum()),
+            "luma_table": [int(step) for step in found.table]}
+
+
 def stream_input(rgb: np.ndarray, file_note: str) -> tuple[JpegInput | None, str]:
     """For a picture whose file gave no coefficients (file_note says why): the estimate's
     input and a note that says it was estimated, or None and both reasons."""
-    height, width = np.asarray(rgb).shape[:2]
-    if height * width > MAX_PIXELS:
-        return None, f"{file_note}; too large to look for JPEG traces in the pixels"
-    found = estimate(rgb)
-    if found is None:
-        return None, f"{file_note}; no JPEG traces in the pixels"
-    return found.input, (f"{file_note}; estimated from the pixels (a decoded JPEG: grid at "
-                         f"{found.origin}, table close to IJG quality {found.quality}, "
-                         f"{int(found.measured.sum())} of 64 steps measured)")
+    found, why_not = search(rgb)
+    return (found.input if found is not None else None), stream_note(found, why_not, file_note)
 
 
 def _filled(table: np.ndarray, measured: np.ndarray, quality: int) -> np.ndarray:

@@ -36,7 +36,7 @@ from .evidence import file_clues
 from .jpeg_input import JpegInput, jpeg_input, read_coefficients
 from .maps import ImageMaps
 from .parent_watch import worker_init
-from .pixel_jpeg import stream_input
+from . import pixel_jpeg
 from .png import PngStream
 from .predict import Predictor
 from .preprocess import resize_rgb, to_tensor
@@ -104,12 +104,16 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
         # The file's own block grid, oriented like the pixels: read once for the network's
         # JPEG stream, the file clues and the dq layer.
         jpeg, jpeg_note = read_coefficients(data, settings.max_pixels, meta.orientation)
+        # A file that is not a JPEG may have been one: its pixels are searched once, for the
+        # file clue and the stream's input.
+        in_pixels = pixel_jpeg.search(np.asarray(picture)) \
+            if meta.format != "JPEG" and settings.jpeg_from_pixels else None
         if settings.jpeg_stream:
             item["jpeg"] = jpeg_input(jpeg) if jpeg is not None else None
             item["jpeg_evidence"] = jpeg_note
-            if jpeg is None and settings.jpeg_from_pixels:
-                item["jpeg"], item["jpeg_evidence"] = stream_input(np.asarray(picture),
-                                                                   jpeg_note)
+            if in_pixels is not None:
+                item["jpeg"] = in_pixels[0].input if in_pixels[0] is not None else None
+                item["jpeg_evidence"] = pixel_jpeg.stream_note(*in_pixels, jpeg_note)
     except ImageReadError as error:
         item["error"] = str(error)
         return item
@@ -128,6 +132,8 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
     decoded = time.perf_counter()
     item["seconds"] = {"read and hash": read - started, "decode": decoded - read}
     item["clues"] = _file_clues(data, meta, picture, jpeg, jpeg_note, item["preview"].numpy())
+    if in_pixels is not None and "error" not in item["clues"]:
+        item["clues"]["jpeg_in_pixels"] = pixel_jpeg.clue(*in_pixels)
     item["seconds"]["file clues"] = time.perf_counter() - decoded
     if settings.evidence:  # the layers are drawn from the decoded picture at its own size
         item["evidence_rgb"] = picture

@@ -106,3 +106,35 @@ def test_a_scan_records_the_estimate_and_can_be_told_not_to(shared, tmp_path):
         assert report["run"]["settings"]["jpeg_from_pixels"] == (flag == "--jpeg-from-pixels")
     assert notes["--jpeg-from-pixels"].startswith("not a JPEG; estimated from the pixels")
     assert notes["--no-jpeg-from-pixels"] == "not a JPEG"
+
+
+def test_a_png_that_was_a_jpeg_says_so_in_its_clues_with_any_model(tmp_path, tiny_checkpoint):
+    """The file clue does not need a JPEG stream: an RGB-only checkpoint scans a PNG made
+    from a JPEG and one that never was; the CSV and the HTML report carry the finding."""
+    import csv
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = _jpeg(_texture(240, 320, 7), 75)
+    Image.fromarray(_decoded(data)[2:, 6:]).save(folder / "was-jpeg.png")
+    Image.fromarray(_texture(240, 320, 8)).save(folder / "never.png")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["scan", str(folder), "-o", str(out), "--weights",
+                                      str(tiny_checkpoint), "--workers", "0", "--quiet"])
+    assert result.exit_code == 0, result.output
+    records = {r["relative_path"]: r for r in
+               json.loads((out / "report.json").read_text())["images"]}
+    found = records["was-jpeg.png"]["clues"]["jpeg_in_pixels"]
+    assert found["found"] and found["grid_origin"] == [-2, -6]
+    assert found["ijg_quality_fit"] == 75
+    assert records["never.png"]["clues"]["jpeg_in_pixels"]["found"] is False
+    rows = {row["relative_path"]: row for row in csv.DictReader(open(out / "report.csv"))}
+    assert rows["was-jpeg.png"]["clue_jpeg_in_pixels"] == "JPEG, quality ~75, grid (-2, -6)"
+    assert rows["never.png"]["clue_jpeg_in_pixels"] == "none"
+    assert "was a JPEG before this file" in (out / "report.html").read_text()
+    off = tmp_path / "off"
+    CliRunner().invoke(app, ["scan", str(folder), "-o", str(off), "--weights",
+                             str(tiny_checkpoint), "--workers", "0", "--quiet",
+                             "--no-jpeg-from-pixels"])
+    record = json.loads((off / "report.json").read_text())["images"][0]
+    assert "jpeg_in_pixels" not in record["clues"]
