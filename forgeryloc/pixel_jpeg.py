@@ -300,15 +300,16 @@ def estimate(rgb: np.ndarray) -> PixelJpegEstimate | None:
         flat = flat[:, np.linspace(0, flat.shape[1] - 1, MAX_BLOCKS).astype(np.int64)]
     table = np.ones(64)
     measured = np.zeros(64, bool)
+    low = ZIGZAG[1:LOW_FREQUENCIES + 1]
     for position, index in enumerate(ZIGZAG):
+        if position == LOW_FREQUENCIES + 1 and \
+                np.count_nonzero(measured[low] & (table[low] >= 2)) < MIN_LATTICE_FREQUENCIES:
+            return None  # decided on the lowest frequencies: not a decoded JPEG
         step = measured_step(flat[index], DC_TOLERANCE if index == 0 else TOLERANCE)
         # beyond the lowest frequencies, "no lattice" is left to the fill: there the few
         # values away from 0 are mostly clipping and noise around zero coefficients
         if step is not None and (step > 1 or position <= LOW_FREQUENCIES):
             table[index], measured[index] = step, True
-    low = ZIGZAG[1:LOW_FREQUENCIES + 1]
-    if np.count_nonzero(measured[low] & (table[low] >= 2)) < MIN_LATTICE_FREQUENCIES:
-        return None
     quality = _fitted_quality(table, measured)
     table = np.where(measured, table, _filled(table, measured, quality))
     coefficients = np.clip(np.rint(dct / table[:, None, None]), -2048, 2047).astype(np.int16)
