@@ -525,6 +525,10 @@ def train_jpeg(
                                   "whose file is saved once or twice more (q70-95), as a "
                                   "share site does; the best epoch is then chosen on the mean "
                                   "of the plain and the re-saved validation DSC."),
+    from_pixels: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of training "
+                                      "windows whose input is estimated from the decoded "
+                                      "pixels (as for a PNG made from the JPEG; "
+                                      "pixel_jpeg.py) instead of read from the file."),
     init: Optional[Path] = typer.Option(None, "--init", help="A stream checkpoint to start "
                                         "from (its frequencies and width are kept)."),
     resave_check: int = typer.Option(90, min=0, max=100, metavar="QUALITY", help="Also "
@@ -543,7 +547,7 @@ def train_jpeg(
             synth_share=synth_share, window=window, batch_size=batch_size,
             steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, lr=lr,
             frequencies=frequencies, width=width, workers=workers, seed=seed,
-            device=str(pick_device(device.value)), launder=launder,
+            device=str(pick_device(device.value)), launder=launder, from_pixels=from_pixels,
             init=str(init) if init else None, resave_check=resave_check or None)
         train_jpeg_stream(config, on_log=lambda record: err_console.print(
             " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

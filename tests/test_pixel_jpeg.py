@@ -138,3 +138,24 @@ def test_a_png_that_was_a_jpeg_says_so_in_its_clues_with_any_model(tmp_path, tin
                              "--no-jpeg-from-pixels"])
     record = json.loads((off / "report.json").read_text())["images"][0]
     assert "jpeg_in_pixels" not in record["clues"]
+
+
+def test_training_windows_can_come_from_the_pixels(tmp_path):
+    """grid_from_pixels gives the file's own grid back (coefficients, target) as a PNG of it
+    would; RealJpegWindows(from_pixels=1) serves such windows."""
+    from forgeryloc.data.datasets import Sample
+    from forgeryloc.data.jpeg_blocks import RealJpegWindows, grid_from_jpeg, grid_from_pixels
+
+    data = _jpeg(_texture(160, 240, 3), 80)
+    mask = np.zeros((160, 240), np.uint8)
+    mask[40:90, 100:180] = 255
+    from_file, from_pixels = grid_from_jpeg(data, mask), grid_from_pixels(data, mask)
+    assert np.array_equal(from_file.target, from_pixels.target)
+    assert (from_file.coefficients == from_pixels.coefficients).mean() > 0.95
+    (tmp_path / "a.jpg").write_bytes(data)
+    Image.fromarray(mask).save(tmp_path / "a.png")
+    windows = RealJpegWindows([Sample(tmp_path / "a.jpg", tmp_path / "a.png", "a", True)], 16,
+                              seed=0, length=4, flips=False, from_pixels=1.0)
+    coefficients, table, target, weight = windows[0]
+    assert coefficients.shape == (64, 16, 16) and table.shape == (64,)
+    assert float(target.sum()) > 0 and float(weight.sum()) == 256

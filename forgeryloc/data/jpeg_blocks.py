@@ -57,6 +57,24 @@ def grid_from_jpeg(source, mask: np.ndarray | None) -> BlockGrid | None:
     return BlockGrid(coefficients, table, target)
 
 
+def grid_from_pixels(data: bytes, mask: np.ndarray | None) -> BlockGrid | None:
+    """The grid pixel_jpeg estimates from the file's displayed pixels (what a PNG made from
+    it would give the stream), with its target; None when the pixels show no JPEG."""
+    from ..pixel_jpeg import estimate
+    from .jpeg_history import decode_jpeg_displayed
+
+    found = estimate(decode_jpeg_displayed(data))
+    if found is None:
+        return None
+    coefficients = found.input.coefficients.numpy()
+    blocks_h, blocks_w = coefficients.shape[1:]
+    if mask is None:
+        target = np.zeros((blocks_h, blocks_w), np.float32)
+    else:
+        target = block_fractions(mask, blocks_h, blocks_w, found.origin)
+    return BlockGrid(coefficients, found.table, target)
+
+
 def grid_from_sample(sample: Sample) -> BlockGrid | None:
     mask = load_mask(sample.mask) if sample.mask is not None else None
     return grid_from_jpeg(sample.image, mask)
@@ -110,11 +128,13 @@ class RealJpegWindows(Dataset):
     """Windows of real JPEG files (read once, kept in memory: about 2 bytes per pixel);
     item i of epoch e is fixed by (seed, e, i). Non-JPEG samples are left out. With
     `launder` > 0, that share of items comes from the file saved once more (a quality drawn
-    from `launder_quality`), with the same target."""
+    from `launder_quality`), with the same target; with `from_pixels` > 0, that share (drawn
+    apart) has its coefficients and table estimated from the decoded pixels (grid_from_pixels;
+    the file's own where the estimate finds none)."""
 
     def __init__(self, samples: Sequence[Sample], size: int, seed: int, length: int,
                  flips: bool = True, launder: float = 0.0,
-                 launder_quality: tuple[int, int] = (70, 95)):
+                 launder_quality: tuple[int, int] = (70, 95), from_pixels: float = 0.0):
         self.grids, self.sources = [], []
         for sample in samples:
             mask = load_mask(sample.mask) if sample.mask is not None else None
@@ -124,12 +144,13 @@ class RealJpegWindows(Dataset):
             if grid is None:
                 continue
             self.grids.append(grid)
-            if launder > 0:
+            if launder > 0 or from_pixels > 0:
                 self.sources.append((data, mask))
         if not self.grids:
             raise ValueError("no JPEG among the training samples")
         self.size, self.seed, self.length, self.flips, self.epoch = size, seed, length, flips, 0
         self.launder, self.launder_quality = launder, launder_quality
+        self.from_pixels = from_pixels
 
     def __len__(self) -> int:
         return self.length
@@ -138,9 +159,13 @@ class RealJpegWindows(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index, 1])
         choice = int(rng.integers(len(self.grids)))
         grid = self.grids[choice]
-        if self.launder > 0 and rng.random() < self.launder:
+        if self.launder > 0 or self.from_pixels > 0:
             data, mask = self.sources[choice]
-            grid = grid_from_jpeg(resaved(data, rng, self.launder_quality), mask)
+        if self.launder > 0 and rng.random() < self.launder:
+            data = resaved(data, rng, self.launder_quality)
+            grid = grid_from_jpeg(data, mask)
+        if self.from_pixels > 0 and rng.random() < self.from_pixels:
+            grid = grid_from_pixels(data, mask) or grid
         if self.flips and rng.random() < 0.5:
             grid = flip_horizontally(grid)
         return as_item(*window_with_table(grid, self.size, rng))
@@ -155,13 +180,14 @@ class SyntheticJpegWindows(Dataset):
     """Windows of synthetic forgeries with real compression histories (jpeg_history)."""
 
     def __init__(self, photo_roots: Sequence[str], size: int, seed: int, length: int,
-                 launder: float = 0.0):
+                 launder: float = 0.0, from_pixels: float = 0.0):
         from .jpeg_history import HistoryOdds, JpegHistorySynthesizer
         from .synth import PhotoLibrary
 
         self.synthesizer = JpegHistorySynthesizer(PhotoLibrary(photo_roots),
                                                   odds=HistoryOdds(launder=launder))
         self.size, self.seed, self.length, self.epoch = size, seed, length, 0
+        self.from_pixels = from_pixels
 
     def __len__(self) -> int:
         return self.length
@@ -170,4 +196,6 @@ class SyntheticJpegWindows(Dataset):
         forgery = self.synthesizer.sample(self.epoch * self.length + index, self.seed)
         grid = grid_from_jpeg(forgery.jpeg, forgery.mask)
         rng = np.random.default_rng([self.seed, self.epoch, index, 2])
+        if self.from_pixels > 0 and rng.random() < self.from_pixels:
+            grid = grid_from_pixels(forgery.jpeg, forgery.mask) or grid
         return as_item(*window_with_table(grid, self.size, rng))
