@@ -15,8 +15,10 @@ detection and quantizer estimation", IEEE TIP 2003):
    ZERO_BAND lie within TOLERANCE of a multiple of q, far more than chance (2 TOLERANCE / q)
    would put there; multiples of the step fail (the values at one step land half-way), so do
    its neighbours (one step off by 1 or more); divisors pass but are not the largest;
-4. frequencies with too few nonzero values for the test take the step of the IJG table whose
-   quality best matches the steps found (most encoders scale that table);
+4. frequencies with too few nonzero values for the test take the step of libjpeg's table at
+   the quality that best matches the steps found, where it matches most of them (most
+   encoders scale that table); otherwise the median of the closest measured steps before
+   them in zigzag order (editors' tables, often flat at high frequencies);
 5. coefficients = round(DCT / step).
 
 The picture counts as a decoded JPEG when at least MIN_LATTICE_FREQUENCIES of the lowest
@@ -31,6 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .data.jpeg_tables import ijg_tables
+from .evidence.double_jpeg import _DCT
+from .jpeg_coefficients import _ZIGZAG
 from .jpeg_input import JpegInput
 
 MAX_STEP = 128             # the coarsest step tested
@@ -54,28 +59,14 @@ NEIGHBOURS = 6             # otherwise: measured steps a missing one takes the m
 MAX_PIXELS = 40_000_000   # larger pictures are not searched (memory: ~12 bytes a pixel)
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # JFIF's RGB -> Y
 
-# IJG's luminance table (ITU-T T.81 Annex K), natural order, and its zigzag order.
-IJG_LUMA = np.array([
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], np.float64)
-
-
-def _zigzag() -> np.ndarray:
-    order = sorted(((u + v, v if (u + v) % 2 == 0 else u, u, v) for u in range(8)
-                    for v in range(8)))
-    return np.array([u * 8 + v for _, _, u, v in order])
-
-
-ZIGZAG = _zigzag()  # natural index of each zigzag position
+ZIGZAG = _ZIGZAG  # natural index of each zigzag position
 
 
 @dataclass(frozen=True)
 class PixelJpegEstimate:
     input: JpegInput          # the stream's input, as if read from the file
     table: np.ndarray         # 64 estimated steps, natural order
-    measured: np.ndarray      # 64 bools: the step was measured (else filled from the IJG fit)
+    measured: np.ndarray      # 64 bools: the step was measured (else filled, see _filled)
     quality: int              # the IJG quality whose table fits the measured steps best
     origin: tuple[int, int]   # pixel of block (0, 0)'s corner, each in (-8, 0]
 
@@ -129,14 +120,6 @@ def block_dct(y: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(coefficients.T.reshape(64, blocks_h, blocks_w))
 
 
-def _dct_matrix() -> np.ndarray:
-    k = np.arange(8)
-    basis = np.cos((2 * k[None, :] + 1) * k[:, None] * np.pi / 16) * np.sqrt(2 / 8)
-    basis[0] /= np.sqrt(2)
-    return basis.astype(np.float32)
-
-
-_DCT = _dct_matrix()
 # the 2-D DCT of a block flattened row by row: coefficient u * 8 + v = (D B D^T)[u, v]
 _DCT_2D = np.kron(_DCT, _DCT)                                          # 64 x 64
 
@@ -219,9 +202,8 @@ def _excess_z(share_finer: float, share: float, finer: int, count: int,
 
 
 def ijg_table(quality: int) -> np.ndarray:
-    """IJG's luma table scaled to `quality` (1 .. 100), natural order."""
-    scale = 5000 / quality if quality < 50 else 200 - 2 * quality
-    return np.clip(np.floor((IJG_LUMA * scale + 50) / 100), 1, 255)
+    """libjpeg's luma table at `quality` (1 .. 100), natural order."""
+    return np.asarray(ijg_tables(quality).luma, np.float64)
 
 
 def _fitted_quality(table: np.ndarray, measured: np.ndarray) -> int:
