@@ -362,10 +362,11 @@ def scan(
                                            "NAME.ela.png, NAME.noise.png, NAME.dq.png (dq: "
                                            "JPEG only). See README, 'Reading the evidence'."),
     jpeg_from_pixels: bool = typer.Option(True, "--jpeg-from-pixels/--no-jpeg-from-pixels",
-                                          help="For files that are not JPEGs (a PNG or TIFF "
-                                          "made from one): estimate the JPEG stream's input "
-                                          "from the pixels when they show a JPEG's grid and "
-                                          "quantisation (recorded per image in jpeg_evidence)."),
+                                          help="For files that are not JPEGs: look for a "
+                                          "JPEG's grid and quantisation in the pixels (a PNG "
+                                          "or TIFF made from a JPEG): the file clue "
+                                          "jpeg_in_pixels, and the JPEG stream's input "
+                                          "estimated from them (jpeg_evidence says so)."),
     verbose: bool = VERBOSE,
 ) -> None:
     from .scan_command import ScanRequest, execute_scan

@@ -69,7 +69,8 @@ class ScanSettings:
     compile: bool = False             # torch.compile: faster after warm-up, other last bits
     thumbnails: bool = True           # make the report's previews while the pictures are made
     jpeg_stream: bool = False         # the model reads JPEG files' coefficients (set from it)
-    jpeg_from_pixels: bool = True     # other files: the stream's input estimated from pixels
+    jpeg_from_pixels: bool = True     # non-JPEG files: JPEG traces searched in the pixels
+                                      # (the jpeg_in_pixels clue, the stream's input)
     evidence: tuple[str, ...] = ()    # evidence layers to write (evidence.LAYERS)
 
     def fingerprint(self) -> dict:
