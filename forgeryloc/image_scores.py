@@ -33,11 +33,15 @@ def check_statistic(name: str) -> str:
     return name
 
 
+def clean_probability(values: np.ndarray) -> np.ndarray:
+    """float32 copy in [0, 1] with NaN as 0 (no evidence) and +-inf clipped."""
+    band = np.fmax(np.asarray(values, dtype=np.float32), np.float32(0.0))  # NaN, -inf: 0
+    return np.fmin(band, np.float32(1.0), out=band)
+
+
 def probability_levels(probability: np.ndarray) -> np.ndarray:
     """uint16 levels round(p * 65535) of a probability band; NaN is 0, infinities clipped."""
-    band = np.fmax(np.asarray(probability, dtype=np.float32), np.float32(0.0))  # NaN, -inf: 0
-    np.fmin(band, np.float32(1.0), out=band)
-    return np.rint(band * np.float32(LEVEL_MAX)).astype(np.uint16)
+    return np.rint(clean_probability(probability) * np.float32(LEVEL_MAX)).astype(np.uint16)
 
 
 class ScoreAccumulator:

@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from .image_scores import clean_probability as _clean_probability
 from .image_scores import probability_levels  # noqa: F401 - part of this module's API
 from .maps import row_bands
 from .png import write_png
@@ -52,12 +53,6 @@ DIVERGING = _lut(DIVERGING_POINTS)
 
 
 # --------------------------------------------------------------------------- small helpers
-
-def _clean_probability(values: np.ndarray) -> np.ndarray:
-    """float32 copy in [0, 1] with NaN as 0 (no evidence) and +-inf clipped."""
-    band = np.fmax(np.asarray(values, dtype=np.float32), np.float32(0.0))  # NaN, -inf: 0
-    return np.fmin(band, np.float32(1.0), out=band)
-
 
 def _check_map(prob: np.ndarray, name: str = "prob") -> np.ndarray:
     prob = np.asarray(prob)
