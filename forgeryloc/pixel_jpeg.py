@@ -35,6 +35,7 @@ import torch
 
 from .data.jpeg_tables import ijg_tables
 from .evidence.double_jpeg import _DCT
+from .evidence.noise import grey
 from .jpeg_coefficients import _ZIGZAG
 from .jpeg_input import JpegInput
 
@@ -57,7 +58,6 @@ MAX_BLOCKS = 16384         # blocks used to estimate the table (a 1 MP area), ev
 IJG_MATCH = 0.8            # share of measured steps IJG's table must match to fill the rest
 NEIGHBOURS = 6             # otherwise: measured steps a missing one takes the median of
 MAX_PIXELS = 40_000_000   # larger pictures are not searched (memory: ~12 bytes a pixel)
-LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # JFIF's RGB -> Y
 
 ZIGZAG = _ZIGZAG  # natural index of each zigzag position
 
@@ -74,9 +74,7 @@ class PixelJpegEstimate:
 def luma(rgb: np.ndarray) -> np.ndarray:
     """H x W float32 luma (JFIF) of H x W x 3 uint8 (or H x W grey) pixels."""
     rgb = np.asarray(rgb)
-    if rgb.ndim == 2:
-        return rgb.astype(np.float32)
-    return rgb[..., :3].astype(np.float32) @ LUMA_WEIGHTS
+    return rgb.astype(np.float32) if rgb.ndim == 2 else grey(rgb[..., :3])
 
 
 def grid_origin(y: np.ndarray) -> tuple[tuple[int, int], float]:

@@ -47,14 +47,19 @@ def grid_from_jpeg(source, mask: np.ndarray | None) -> BlockGrid | None:
     if jpeg is None:
         return None
     coefficients, table = coefficient_planes(jpeg)
-    blocks_h, blocks_w = coefficients.shape[1:]
+    return BlockGrid(coefficients, table, _target(mask, coefficients.shape[1:],
+                                                  (jpeg.height, jpeg.width), jpeg.origin))
+
+
+def _target(mask: np.ndarray | None, blocks: tuple[int, int], size: tuple[int, int],
+            origin: tuple[int, int]) -> np.ndarray:
+    """Hb x Wb block target of a picture of `size` (H, W) whose grid starts at `origin`: the
+    mask's fractions (resized to the picture first), zeros for an authentic one."""
     if mask is None:
-        target = np.zeros((blocks_h, blocks_w), np.float32)
-    else:
-        if mask.shape != (jpeg.height, jpeg.width):
-            mask = resize_mask(mask, jpeg.height, jpeg.width)
-        target = block_fractions(mask, blocks_h, blocks_w, jpeg.origin)
-    return BlockGrid(coefficients, table, target)
+        return np.zeros(blocks, np.float32)
+    if mask.shape != size:
+        mask = resize_mask(mask, *size)
+    return block_fractions(mask, *blocks, origin)
 
 
 def grid_from_pixels(data: bytes, mask: np.ndarray | None) -> BlockGrid | None:
@@ -63,16 +68,13 @@ def grid_from_pixels(data: bytes, mask: np.ndarray | None) -> BlockGrid | None:
     from ..pixel_jpeg import estimate
     from .jpeg_history import decode_jpeg_displayed
 
-    found = estimate(decode_jpeg_displayed(data))
+    pixels = decode_jpeg_displayed(data)
+    found = estimate(pixels)
     if found is None:
         return None
     coefficients = found.input.coefficients.numpy()
-    blocks_h, blocks_w = coefficients.shape[1:]
-    if mask is None:
-        target = np.zeros((blocks_h, blocks_w), np.float32)
-    else:
-        target = block_fractions(mask, blocks_h, blocks_w, found.origin)
-    return BlockGrid(coefficients, found.table, target)
+    return BlockGrid(coefficients, found.table, _target(mask, coefficients.shape[1:],
+                                                        pixels.shape[:2], found.origin))
 
 
 def grid_from_sample(sample: Sample) -> BlockGrid | None:

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..imaging import ImageMeta, one_line
 from ..jpeg_coefficients import JpegCoefficients, JpegCoefficientsError, read_jpeg_header
-from . import c2pa_clue, double_jpeg
+from . import c2pa_clue, double_jpeg, noise
 from .file_clues import jpeg_clues, metadata_clues
 from .layers import LAYERS
 
@@ -83,11 +83,8 @@ def double_jpeg_fits(jpeg: JpegCoefficients, picture) -> list | None:
         grey = np.asarray(picture.crop(box).convert("L"))
     else:
         left, top, right, bottom = box
-        grey = np.asarray(picture[top:bottom, left:right], np.float32) @ _LUMA
+        grey = noise.grey(picture[top:bottom, left:right])
     return double_jpeg.fit_frequencies(jpeg, grey)
-
-
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def _size(picture) -> tuple[int, int]:
