@@ -105,10 +105,10 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
         # The file's own block grid, oriented like the pixels: read once for the network's
         # JPEG stream, the file clues and the dq layer.
         jpeg, jpeg_note = read_coefficients(data, settings.max_pixels, meta.orientation)
-        # A file that is not a JPEG may have been one: its pixels are searched once, for the
-        # file clue and the stream's input.
+        # A file that is not a JPEG (by its bytes: a camera's MPO is one) may have been one:
+        # its pixels are searched once, for the file clue and the stream's input.
         in_pixels = pixel_jpeg.search(np.asarray(picture)) \
-            if meta.format != "JPEG" and settings.jpeg_from_pixels else None
+            if not data.startswith(b"\xff\xd8") and settings.jpeg_from_pixels else None
         if settings.jpeg_stream:
             item["jpeg"] = jpeg_input(jpeg) if jpeg is not None else None
             item["jpeg_evidence"] = jpeg_note

@@ -1,4 +1,6 @@
 """Image scores: the statistics, computed band by band, and where a checkpoint names its own."""
+import json
+
 import numpy as np
 import pytest
 
@@ -87,7 +89,6 @@ def test_a_scan_scores_with_the_checkpoints_statistic_recomputable_from_its_map(
     result = CliRunner().invoke(app, ["scan", str(photos), "-o", str(out), "--weights",
                                       str(weights), "--workers", "0"])
     assert result.exit_code == 0, result.output
-    import json
     report = json.loads((out / "report.json").read_text())
     assert report["run"]["image_score"] == STATISTICS["top1%"]
     for record in report["images"]:

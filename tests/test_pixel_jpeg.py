@@ -159,3 +159,17 @@ def test_training_windows_can_come_from_the_pixels(tmp_path):
     coefficients, table, target, weight = windows[0]
     assert coefficients.shape == (64, 16, 16) and table.shape == (64,)
     assert float(target.sum()) > 0 and float(weight.sum()) == 256
+
+
+def test_a_multi_picture_jpeg_is_read_as_the_jpeg_it_is(tmp_path, tiny_checkpoint):
+    """Pillow calls a camera's multi-picture JPEG "MPO": its coefficients are in the file, so
+    its pixels are not searched and no "was a JPEG before" clue appears."""
+    picture = Image.fromarray(_texture(96, 128, 4))
+    picture.save(tmp_path / "camera.mpo", format="MPO", save_all=True, append_images=[picture])
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["scan", str(tmp_path / "camera.mpo"), "-o", str(out),
+                                      "--weights", str(tiny_checkpoint), "--workers", "0",
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "report.json").read_text())["images"][0]
+    assert record["format"] == "MPO" and "jpeg_in_pixels" not in record["clues"]
