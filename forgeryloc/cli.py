@@ -648,6 +648,11 @@ def evaluate(
                                          help="Save every image once more as a JPEG of this "
                                          "quality (libjpeg's tables) before the model sees it: "
                                          "how the evidence survives a share site's re-save."),
+    rescale: Optional[float] = typer.Option(None, min=0.05, max=4.0, metavar="FACTOR",
+                                            help="Resize every image (and its mask) by this "
+                                            "factor first, as share sites do; the model "
+                                            "then sees the resized pixels, or their re-save "
+                                            "with --resave."),
     lossless: bool = typer.Option(False, "--lossless", help="Hand every image over as decoded "
                                   "pixels, without its file (as if it had been saved as a "
                                   "PNG): a JPEG stream then sees only what it can estimate "
@@ -672,8 +677,9 @@ def evaluate(
         raise fail(str(error))
     result = evaluate_samples(predictor, samples, batch_size=batch_size, threshold=threshold,
                               use_jpeg=not without_jpeg, resave_quality=resave,
-                              lossless=lossless, jpeg_from_pixels=not no_jpeg_from_pixels)
-    result.summary.update(resave_quality=resave, lossless=lossless,
+                              lossless=lossless, jpeg_from_pixels=not no_jpeg_from_pixels,
+                              rescale=rescale)
+    result.summary.update(resave_quality=resave, lossless=lossless, rescale=rescale,
                           jpeg_from_pixels=not no_jpeg_from_pixels)
     if output is not None:
         write_evaluation(result, output)
@@ -684,8 +690,10 @@ def evaluate(
     # Title and caption on lines of their own: as the table's, they wrap at its width (a
     # dataset path broken in the middle at 80 columns).
     title = f"{dataset}: {summary['tampered']} tampered, {summary['authentic']} authentic"
+    if rescale is not None:
+        title += f", each resized by {rescale:g}"
     if resave is not None:
-        title += f", each re-saved at JPEG quality {resave}"
+        title += f", {'then ' if rescale is not None else 'each '}re-saved at JPEG quality {resave}"
     if lossless:
         title += ", handed over as pixels only"
     caption = ("floors: the same images scored as all manipulated and as a centred blob; "

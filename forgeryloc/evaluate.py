@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import metrics
 from .data.datasets import Sample, load_pair
@@ -125,14 +126,18 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
                      threshold: float | None = None, score_threshold: float | None = None,
                      progress=None, use_jpeg: bool = True,
                      resave_quality: int | None = None, lossless: bool = False,
-                     jpeg_from_pixels: bool = True) -> EvaluationResult:
+                     jpeg_from_pixels: bool = True, rescale: float | None = None
+                     ) -> EvaluationResult:
     """Runs the predictor over `samples` and computes every metric. use_jpeg=False withholds
     the files' JPEG evidence from a model with a JPEG stream (its pixel-only path);
     resave_quality: each image is first saved once more as a JPEG of that IJG quality (4:2:0),
     as a share site or a careless copy would, and the model sees only that file; lossless:
     each image reaches the model as pixels only (as a PNG made from it would); a file
     without coefficients then gets the stream's input estimated from its pixels
-    (pixel_jpeg.py) unless jpeg_from_pixels is False."""
+    (pixel_jpeg.py) unless jpeg_from_pixels is False; rescale: each image is first resized
+    by that factor (bicubic; its mask by nearest neighbour, and the metrics are taken at the
+    new size), as share sites do, and reaches the model as those pixels, or as their re-save
+    with resave_quality."""
     threshold = PAPER_THRESHOLD if threshold is None else threshold
     score_threshold = (predictor.info.score_threshold if score_threshold is None
                        else score_threshold)
@@ -144,6 +149,8 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
             try:
                 rgb, mask = load_pair(sample)
                 source = sample.image
+                if rescale is not None:  # the file is gone: its resized pixels remain
+                    rgb, mask, source = *rescaled_pair(rgb, mask, rescale), None
                 if resave_quality is not None:
                     source = resaved_jpeg(rgb, resave_quality)
                     rgb = decode_jpeg(source)
@@ -163,7 +170,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
                 prob_native = Finding.from_maps(maps).probability
             else:  # the fused map exists at the image's size only: resized like the masks
                 jpeg = None
-                if use_jpeg and not lossless:
+                if use_jpeg and not lossless and source is not None:
                     jpeg = read_jpeg_input(source)[0]
                 if use_jpeg and jpeg is None and jpeg_from_pixels:
                     jpeg = stream_input(rgb, "no file coefficients")[0]
@@ -173,6 +180,17 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
         if progress is not None:
             progress(len(pairs))
     return collector.result()
+
+
+def rescaled_pair(rgb: np.ndarray, mask: np.ndarray, factor: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """An image resized by `factor` (bicubic) and its mask (nearest neighbour), each side at
+    least 8 pixels."""
+    if factor <= 0:
+        raise ValueError(f"rescale factor must be positive, got {factor}")
+    height, width = (max(8, round(side * factor)) for side in rgb.shape[:2])
+    resized = np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BICUBIC))
+    return resized, resize_mask(mask, height, width)
 
 
 def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, skipped,

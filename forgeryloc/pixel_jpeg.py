@@ -10,12 +10,15 @@ detection and quantizer estimation", IEEE TIP 2003):
 
 1. the grid: of the 64 possible, the one on whose blocks the lowest AC frequencies lie most
    clearly on a lattice (a crop moves it; tried on up to 24 x 24 blocks);
-2. the luma (JFIF weights) on that grid, its blocks' DCT (JPEG's orthonormal scaling);
+2. the luma (JFIF weights) on that grid, its blocks' DCT (JPEG's orthonormal scaling); the
+   table is measured on the blocks without a pixel at 0 or 255 (the decoder clipped those
+   after its inverse DCT, which moves them off the lattice: text on white, bright skies);
 3. per frequency, the step: the largest q in 2 .. MAX_STEP such that most values |v| >
    ZERO_BAND lie within TOLERANCE of a multiple of q, far more than chance (2 TOLERANCE / q)
    would put there; multiples of the step fail (the values at one step land half-way), so do
-   its neighbours (one step off by 1 or more); divisors pass but are not the largest;
-4. frequencies with too few nonzero values for the test take the step of libjpeg's table at
+   its neighbours (one step off by 1 or more); divisors pass but are not the largest; a DC
+   step within twice DC_TOLERANCE cannot be told from its divisors and counts as unmeasured;
+4. frequencies with too few nonzero values for the test (and such a DC) take the step of libjpeg's table at
    the quality that best matches the steps found, where it matches most of them (most
    encoders scale that table); otherwise the median of the closest measured steps before
    them in zigzag order (editors' tables, often flat at high frequencies);
@@ -54,6 +57,8 @@ LOW_FREQUENCIES = 15
 ORIGIN_FREQUENCIES = (1, 8)  # natural indices of the AC frequencies that find the grid ...
 ORIGIN_BLOCKS_SIDE = 24      # ... on at most 24 x 24 blocks spread over the picture
 MAX_VALUES = 4096            # values per frequency a step is measured on (evenly spread)
+MIN_UNCLIPPED = 0.1        # the table is measured on blocks without clipped pixels when
+MIN_UNCLIPPED_BLOCKS = 64  # at least this share and this many of them are left (else all)
 MAX_BLOCKS = 16384         # blocks used to estimate the table (a 1 MP area), evenly spread
 IJG_MATCH = 0.8            # share of measured steps IJG's table must match to fill the rest
 NEIGHBOURS = 6             # otherwise: measured steps a missing one takes the median of
@@ -102,6 +107,24 @@ def grid_origin(y: np.ndarray) -> tuple[tuple[int, int], float]:
                 best, best_evidence = (top, left), evidence
     # blocks start at pixels p, p + 8, ...: the one before covers pixels 0 .. p - 1
     return tuple(p - 8 if p else 0 for p in best), float(best_evidence)
+
+
+def clipped_blocks(rgb: np.ndarray, origin: tuple[int, int], blocks: tuple[int, int]
+                   ) -> np.ndarray:
+    """Hb x Wb bool: the blocks of the grid at `origin` with a pixel at 0 or 255 in any
+    channel (8-bit pictures; others: none). The decoder clipped those pixels after the
+    inverse DCT, so such a block's DCT is off the lattice (bright text on white, skies)."""
+    pixels = np.asarray(rgb)
+    if pixels.dtype != np.uint8:
+        return np.zeros(blocks, bool)
+    saturated = (pixels == 0) | (pixels == 255)
+    if saturated.ndim == 3:
+        saturated = saturated[..., :3].any(axis=2)
+    top, left = -origin[0], -origin[1]
+    height, width = saturated.shape
+    padded = np.pad(saturated, ((top, blocks[0] * 8 - height - top),
+                                (left, blocks[1] * 8 - width - left)), mode="edge")
+    return padded.reshape(blocks[0], 8, blocks[1], 8).any(axis=(1, 3))
 
 
 def block_dct(y: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
@@ -267,6 +290,14 @@ def _filled(table: np.ndarray, measured: np.ndarray, quality: int) -> np.ndarray
     return filled
 
 
+def _spread(flat: np.ndarray) -> np.ndarray:
+    """At most MAX_BLOCKS of the 64 x N blocks, evenly spread (the table is the same
+    everywhere)."""
+    if flat.shape[1] <= MAX_BLOCKS:
+        return flat
+    return flat[:, np.linspace(0, flat.shape[1] - 1, MAX_BLOCKS).astype(np.int64)]
+
+
 def estimate(rgb: np.ndarray) -> PixelJpegEstimate | None:
     """The JPEG stream's input re-estimated from decoded pixels (H x W x 3 uint8 or H x W),
     or None when the pixels show no JPEG lattice (see the module's docstring)."""
@@ -276,8 +307,13 @@ def estimate(rgb: np.ndarray) -> PixelJpegEstimate | None:
     origin, _ = grid_origin(y)
     dct = block_dct(y, origin)                                     # 64 x Hb x Wb
     flat = dct.reshape(64, -1)
-    if flat.shape[1] > MAX_BLOCKS:  # evenly spread blocks: the table is the same everywhere
-        flat = flat[:, np.linspace(0, flat.shape[1] - 1, MAX_BLOCKS).astype(np.int64)]
+    # the blocks without clipped pixels first; all blocks where those show no lattice
+    # (fewer values: the high frequencies of a picture that is mostly white or black)
+    unclipped = ~clipped_blocks(rgb, origin, dct.shape[1:]).ravel()
+    subsets = [_spread(flat)]
+    if np.count_nonzero(unclipped) >= max(MIN_UNCLIPPED_BLOCKS, MIN_UNCLIPPED * unclipped.size) \
+            and not unclipped.all():
+        subsets.insert(0, _spread(flat[:, unclipped]))
     table = np.ones(64)
     measured = np.zeros(64, bool)
     low = ZIGZAG[1:LOW_FREQUENCIES + 1]
@@ -285,7 +321,13 @@ def estimate(rgb: np.ndarray) -> PixelJpegEstimate | None:
         if position == LOW_FREQUENCIES + 1 and \
                 np.count_nonzero(measured[low] & (table[low] >= 2)) < MIN_LATTICE_FREQUENCIES:
             return None  # decided on the lowest frequencies: not a decoded JPEG
-        step = measured_step(flat[index], DC_TOLERANCE if index == 0 else TOLERANCE)
+        steps = (measured_step(values[index], DC_TOLERANCE if index == 0 else TOLERANCE)
+                 for values in subsets)
+        step = next((step for step in steps if step is not None and step > 1), None)
+        if step is None:  # no lattice in any subset: what the last (all blocks) says
+            step = measured_step(subsets[-1][index], DC_TOLERANCE if index == 0 else TOLERANCE)
+        if index == 0 and step is not None and step <= 2 * DC_TOLERANCE:
+            step = None  # within twice its tolerance every step fits the DC: left to the fill
         # beyond the lowest frequencies, "no lattice" is left to the fill: there the few
         # values away from 0 are mostly clipping and noise around zero coefficients
         if step is not None and (step > 1 or position <= LOW_FREQUENCIES):

@@ -160,3 +160,44 @@ def test_evaluate_can_re_save_every_image_first(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", str(EXAMPLES), "--resave", "60", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["resave_quality"] == 60
+
+
+def test_evaluate_can_resize_every_image_first():
+    """--rescale F: each image and its mask are resized by F before the model sees them; the
+    model gets the resized pixels (a resize erases the file's JPEG grid: the stream has no
+    input), or with --resave Q their re-save, whose table the stream then reads."""
+    from forgeryloc.data.jpeg_tables import ijg_tables
+    from forgeryloc.data.datasets import load_pair, read_dataset
+    from forgeryloc.evaluate import evaluate_samples, rescaled_pair
+    from forgeryloc.predict import Predictor
+    from forgeryloc.weights import load_model
+
+    samples = [s for s in read_dataset(EXAMPLES) if s.tampered][:2]
+    rgb, mask = load_pair(samples[0])
+    small_rgb, small_mask = rescaled_pair(rgb, mask, 0.5)
+    assert small_rgb.shape == (round(rgb.shape[0] / 2), round(rgb.shape[1] / 2), 3)
+    assert small_mask.shape == small_rgb.shape[:2]
+    assert set(np.unique(small_mask)) <= set(np.unique(mask))  # labels kept exactly
+
+    model, card = load_model()
+    predictor = Predictor(model, card, "cpu")
+    seen = []
+    block_logits = predictor.jpeg_block_logits
+    predictor.jpeg_block_logits = lambda jpeg: seen.append(jpeg.table.numpy()) or \
+        block_logits(jpeg)
+    plain = evaluate_samples(predictor, samples)
+    assert len(seen) == len(samples)
+    seen.clear()
+    resized = evaluate_samples(predictor, samples, rescale=0.5)
+    assert seen == []  # no file, and resized pixels show no JPEG lattice
+    assert resized.rows != plain.rows
+    resaved = evaluate_samples(predictor, samples, rescale=0.5, resave_quality=60)
+    assert len(seen) == len(samples)
+    assert all(np.array_equal(table, np.asarray(ijg_tables(60).luma)) for table in seen)
+    assert resaved.rows != resized.rows
+
+    result = CliRunner().invoke(app, ["evaluate", str(EXAMPLES), "--rescale", "0.5",
+                                      "--resave", "80", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["rescale"] == 0.5 and summary["resave_quality"] == 80
