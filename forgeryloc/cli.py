@@ -574,6 +574,11 @@ def fuse(
                                   "fitted as re-saved once more (q70-95), and of synthetic "
                                   "histories re-saved, so the fusion holds after a share "
                                   "site's re-save."),
+    rescale: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of the JPEGs also "
+                                  "fitted resized (x0.5-0.9) and re-saved (q70-95); with "
+                                  "such copies the fusion gets a floor on the stream's "
+                                  "logits, so that a history erased by a share site cannot "
+                                  "veto the RGB map."),
     seed: int = typer.Option(0),
     verbose: bool = VERBOSE,
 ) -> None:
@@ -601,26 +606,31 @@ def fuse(
                                                  odds=HistoryOdds(launder=launder))
             synthetic = [synthesizer.sample(i, seed + 7919) for i in range(synth_count)]
         fused = attach_stream(model, stream)
-        fitted, summary = fit_fusion(Predictor(fused, card, "cpu"), samples, synthetic, seed,
-                                     launder)
+        fitted, floor, summary = fit_fusion(Predictor(fused, card, "cpu"), samples,
+                                            synthetic, seed, launder, rescale)
     except (CheckpointError, ValueError) as error:
         raise fail(str(error))
     set_fusion(fused, fitted)
     card.config = fused.config
+    card.jpeg_logit_floor = floor
     card.provenance = {"rgb": card.provenance, "jpeg_stream": stream_provenance,
                        "fusion": {"weights (a0, c0, a1, b, c1)": [round(w, 5) for w in fitted],
                                   "fitted on": f"{len(samples)} training-split images of "
                                   f"{', '.join(p.name for p in data) or 'no dataset'} and "
                                   f"{len(synthetic)} synthetic compression histories"
                                   + (f", a {launder:g} share of each also re-saved"
-                                     if launder else ""),
-                                  "seed": seed, "launder": launder,
+                                     if launder else "")
+                                  + (f", a {rescale:g} share of the JPEGs also resized and "
+                                     "re-saved" if rescale else ""),
+                                  "seed": seed, "launder": launder, "rescale": rescale,
                                   "val_fraction": val_fraction,
                                   "group_pattern": group_pattern, **summary,
                                   **runtime(torch.device("cpu"))}}
     save_checkpoint(fused, card, output)
     err_console.print(f"wrote {output}: fusion weights (a0, c0, a1, b, c1) = "
-                      f"{', '.join(f'{w:.3f}' for w in fitted)}", highlight=False)
+                      f"{', '.join(f'{w:.3f}' for w in fitted)}"
+                      + (f", floor on the stream's logits {floor:g}" if floor is not None
+                         else ""), highlight=False)
 
 
 @command()

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
 
 from . import metrics
 from .data.datasets import Sample, load_pair
@@ -23,7 +22,7 @@ from .jpeg_input import read_jpeg_input
 from .image_scores import DEFAULT_STATISTIC, STATISTICS, image_score
 from .pixel_jpeg import stream_input
 from .predict import Finding, Predictor
-from .preprocess import resize_mask
+from .preprocess import rescaled_pair, resize_mask
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +179,6 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
         if progress is not None:
             progress(len(pairs))
     return collector.result()
-
-
-def rescaled_pair(rgb: np.ndarray, mask: np.ndarray, factor: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """An image resized by `factor` (bicubic) and its mask (nearest neighbour), each side at
-    least 8 pixels."""
-    if factor <= 0:
-        raise ValueError(f"rescale factor must be positive, got {factor}")
-    height, width = (max(8, round(side * factor)) for side in rgb.shape[:2])
-    resized = np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BICUBIC))
-    return resized, resize_mask(mask, height, width)
 
 
 def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, skipped,

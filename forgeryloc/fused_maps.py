@@ -5,6 +5,8 @@ JPEG stream's block logits (one per 8x8 block of the file's grid, bilinear betwe
 centres) are combined per pixel by the checkpoint's late fusion (model.jpeg_stream.LateFusion):
     p = sigmoid(a1 * logit(p_rgb) + b * jpeg_logit + c1), and without JPEG evidence
     p = sigmoid(a0 * logit(p_rgb) + c0).
+The JPEG logits reach it already raised to the checkpoint's floor, if it has one
+(Predictor.with_jpeg; CheckpointInfo.jpeg_logit_floor).
 """
 from __future__ import annotations
 

@@ -133,6 +133,9 @@ class Predictor:
         if self.jpeg_stream is None:
             return maps
         logits = self.jpeg_block_logits(jpeg) if jpeg is not None else None
+        floor = self.info.jpeg_logit_floor
+        if logits is not None and floor is not None:  # no veto: see fuse.fit_fusion
+            np.maximum(logits, np.float32(floor), out=logits)
         return FusedMaps(maps, logits, self.fusion_weights,
                          jpeg.origin if jpeg is not None else (0, 0))
 

@@ -27,6 +27,17 @@ def resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.array(Image.fromarray(mask).resize((width, height), Image.NEAREST))
 
 
+def rescaled_pair(rgb: np.ndarray, mask: np.ndarray, factor: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """An image resized by `factor` (bicubic) and its mask (nearest neighbour), each side at
+    least 8 pixels."""
+    if factor <= 0:
+        raise ValueError(f"rescale factor must be positive, got {factor}")
+    height, width = (max(8, round(side * factor)) for side in rgb.shape[:2])
+    resized = np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BICUBIC))
+    return resized, resize_mask(mask, height, width)
+
+
 def to_tensor(rgb: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """H x W x 3 uint8 -> 3 x H x W float32 normalised with mean/std (of [0, 1] values)."""
     rgb = np.ascontiguousarray(rgb)

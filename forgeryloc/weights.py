@@ -10,6 +10,8 @@ Metadata (all strings, as safetensors requires):
   score_threshold  default image-level score above which an image is flagged
   image_score      the statistic of the probability map that is the image score
                    (image_scores.STATISTICS; "mean" when absent)
+  jpeg_logit_floor the fusion's lower bound on the JPEG stream's logits (absent: none), so
+                   that "no inconsistency in the file" cannot veto the RGB map
   embeddings       where the easy/hard word vectors came from
   provenance       JSON: how the weights were made (data, recipe, steps, metrics, ...)
 """
@@ -50,10 +52,13 @@ class CheckpointInfo:
     threshold: float = 0.5
     score_threshold: float = 0.5
     image_score: str = DEFAULT_STATISTIC  # the statistic score_threshold is calibrated for
+    jpeg_logit_floor: float | None = None  # lower bound on the stream's logits in the fusion
     embeddings: str = "stand-in (random, fixed seed)"
     provenance: dict = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, str]:
+        floor = {} if self.jpeg_logit_floor is None else \
+            {"jpeg_logit_floor": repr(float(self.jpeg_logit_floor))}
         return {
             "format": FORMAT,
             "format_version": str(FORMAT_VERSION),
@@ -65,6 +70,7 @@ class CheckpointInfo:
             "image_score": self.image_score,
             "embeddings": self.embeddings,
             "provenance": json.dumps(self.provenance, sort_keys=True),
+            **floor,
         }
 
     @classmethod
@@ -87,6 +93,8 @@ class CheckpointInfo:
                        score_threshold=float(metadata.get("score_threshold", 0.5)),
                        image_score=check_statistic(metadata.get("image_score",
                                                                 DEFAULT_STATISTIC)),
+                       jpeg_logit_floor=(float(metadata["jpeg_logit_floor"])
+                                         if "jpeg_logit_floor" in metadata else None),
                        embeddings=metadata.get("embeddings", "unknown"),
                        provenance=json.loads(metadata.get("provenance", "{}")))
         except CheckpointError:

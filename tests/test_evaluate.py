@@ -168,7 +168,8 @@ def test_evaluate_can_resize_every_image_first():
     input), or with --resave Q their re-save, whose table the stream then reads."""
     from forgeryloc.data.jpeg_tables import ijg_tables
     from forgeryloc.data.datasets import load_pair, read_dataset
-    from forgeryloc.evaluate import evaluate_samples, rescaled_pair
+    from forgeryloc.evaluate import evaluate_samples
+    from forgeryloc.preprocess import rescaled_pair
     from forgeryloc.predict import Predictor
     from forgeryloc.weights import load_model
 

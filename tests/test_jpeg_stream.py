@@ -149,3 +149,88 @@ def test_fusion_fit_can_see_re_saved_copies(tmp_path):
     original, copy = every[0], every[1]
     assert np.array_equal(original[1], copy[1])
     assert not np.array_equal(original[2].table.numpy(), copy[2].table.numpy())
+
+
+def test_fusion_fit_can_see_resized_copies():
+    """fuse --rescale: a share of the JPEGs is also fitted resized and re-saved at libjpeg's
+    tables (mask resized with it); without it nothing changes."""
+    from forgeryloc.data.datasets import read_dataset
+    from forgeryloc.data.jpeg_tables import ijg_tables
+    from forgeryloc.fuse import RESCALE_QUALITIES, _fitting_images
+
+    samples = [s for s in read_dataset(Path(__file__).resolve().parents[1] / "examples")
+               if s.image.suffix.lower() in (".jpg", ".jpeg")][:3]
+    plain = list(_fitting_images(samples, (), 0.0, np.random.default_rng(0)))
+    every = list(_fitting_images(samples, (), 0.0, np.random.default_rng(0), rescale=1.0))
+    assert len(plain) == len(samples) and len(every) == 2 * len(samples)
+    tables = [np.asarray(ijg_tables(q).luma, np.float32).ravel()
+              for q in range(RESCALE_QUALITIES[0], RESCALE_QUALITIES[1] + 1)]
+    for (rgb, mask, _), (small, small_mask, jpeg) in zip(every[::2], every[1::2]):
+        assert small.shape[:2] == small_mask.shape and small.shape[0] < rgb.shape[0]
+        assert 0.45 < small.shape[1] / rgb.shape[1] < 0.95
+        assert any(np.array_equal(jpeg.table.numpy(), table) for table in tables)
+
+
+def test_fusion_floor_keeps_the_stream_from_vetoing_rgb_evidence():
+    """Where the stream says "nothing here" (strongly negative) on every pixel of some images
+    although the RGB network is right about them (a history erased by a resize), the fit
+    with a floor search lifts those logits to a floor, so the RGB evidence shows through;
+    without the search there is no floor and the veto stays."""
+    from forgeryloc.fuse import FLOORS, fit_weights
+
+    rng = np.random.default_rng(0)
+    absent, present = [], []
+    for image in range(60):
+        labels = (rng.random(2048) < 0.2).astype(np.float32)
+        rgb = np.where(labels > 0, 2.0, -2.0) + rng.normal(0, 1.0, 2048)
+        if image % 2:  # history erased: the stream sees nothing anywhere
+            jpeg = np.full(2048, -9.0) + rng.normal(0, 0.3, 2048)
+        else:          # the stream sees the region clearly
+            jpeg = np.where(labels > 0, 6.0, -9.0) + rng.normal(0, 0.3, 2048)
+        absent.append((rgb.astype(np.float32), labels))
+        present.append((rgb.astype(np.float32), jpeg.astype(np.float32), labels))
+    (a0, c0, a1, b, c1), floor, summary = fit_weights(absent, present, search_floor=True)
+    assert floor in FLOORS and floor > -9.0
+    erased_rgb, erased_jpeg, erased_labels = present[1]
+    fused = a1 * erased_rgb + b * np.maximum(erased_jpeg, floor) + c1
+    predicted = fused >= 0
+    dsc = 2 * (predicted & (erased_labels > 0)).sum() / (predicted.sum() + erased_labels.sum())
+    assert dsc > 0.8
+    assert summary["bce_with_jpeg_by_floor"][str(floor)] < \
+        summary["bce_with_jpeg_by_floor"]["None"]
+    _, no_floor, _ = fit_weights(absent, present)
+    assert no_floor is None
+
+
+def test_a_checkpoints_floor_is_applied_to_the_stream_logits(tmp_path):
+    """CheckpointInfo.jpeg_logit_floor survives a save and load, and Predictor.with_jpeg
+    fuses the stream's logits raised to it."""
+    from forgeryloc.fused_maps import fuse, upsampled_blocks
+    from forgeryloc.imaging import load_rgb
+    from forgeryloc.jpeg_input import read_jpeg_input
+    from forgeryloc.predict import Finding, Predictor
+    from forgeryloc.weights import load_model, save_checkpoint
+
+    model, card = load_model()
+    assert card.jpeg_logit_floor is None
+    card.jpeg_logit_floor = -1.5
+    path = tmp_path / "floored.safetensors"
+    save_checkpoint(model, card, path)
+    model, card = load_model(path)
+    assert card.jpeg_logit_floor == -1.5
+    predictor = Predictor(model, card, "cpu")
+    image = next((Path(__file__).resolve().parents[1] / "examples" / "authentic").glob("*.jpg"))
+    rgb = load_rgb(image)
+    jpeg = read_jpeg_input(image)[0]
+    height, width = rgb.shape[:2]
+    maps = predictor.maps_from_resized(predictor.forward(predictor.preprocess(rgb)[None]), 0,
+                                       height, width)
+    logits = predictor.jpeg_block_logits(jpeg)
+    assert logits.min() < -1.5  # the floor changes something here
+    fused = Finding.from_maps(predictor.with_jpeg(maps, jpeg)).probability
+    rgb_probability = Finding.from_maps(maps).probability
+    grid = upsampled_blocks(np.maximum(logits, -1.5))
+    top, left = -jpeg.origin[0], -jpeg.origin[1]
+    expected = fuse(rgb_probability, grid[top:top + height, left:left + width],
+                    predictor.fusion_weights)
+    np.testing.assert_allclose(fused, expected, atol=1e-5)

@@ -107,7 +107,8 @@ class LateFusion(nn.Module):
     With JPEG evidence:    a1 * rgb + b * jpeg + c1
     without (a PNG, a TIFF, a JPEG that cannot be read): a0 * rgb + c0,
     so a model trained with both cases works as an RGB model on other inputs. Starts as the
-    RGB map plus the JPEG logit."""
+    RGB map plus the JPEG logit. A checkpoint may also bound the JPEG logit from below
+    (CheckpointInfo.jpeg_logit_floor, applied by Predictor.with_jpeg)."""
 
     def __init__(self):
         super().__init__()
