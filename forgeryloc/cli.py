@@ -189,6 +189,8 @@ def info(
         "threshold": card.threshold,
         "score_threshold": card.score_threshold,
         "image_score": card.image_score,
+        **({"jpeg_logit_floor": card.jpeg_logit_floor}
+           if card.jpeg_logit_floor is not None else {}),
         "embeddings": card.embeddings,
         "architecture": card.config.to_dict(),
         "provenance": card.provenance,

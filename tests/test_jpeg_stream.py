@@ -1,4 +1,5 @@
 """The JPEG stream network and the fusion of its block logits into an image's maps."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,9 @@ def test_fusion_floor_keeps_the_stream_from_vetoing_rgb_evidence():
 def test_a_checkpoints_floor_is_applied_to_the_stream_logits(tmp_path):
     """CheckpointInfo.jpeg_logit_floor survives a save and load, and Predictor.with_jpeg
     fuses the stream's logits raised to it."""
+    from typer.testing import CliRunner
+
+    from forgeryloc.cli import app
     from forgeryloc.fused_maps import fuse, upsampled_blocks
     from forgeryloc.imaging import load_rgb
     from forgeryloc.jpeg_input import read_jpeg_input
@@ -218,6 +222,8 @@ def test_a_checkpoints_floor_is_applied_to_the_stream_logits(tmp_path):
     save_checkpoint(model, card, path)
     model, card = load_model(path)
     assert card.jpeg_logit_floor == -1.5
+    shown = CliRunner().invoke(app, ["info", str(path), "--json"])
+    assert json.loads(shown.stdout)["jpeg_logit_floor"] == -1.5
     predictor = Predictor(model, card, "cpu")
     image = next((Path(__file__).resolve().parents[1] / "examples" / "authentic").glob("*.jpg"))
     rgb = load_rgb(image)
