@@ -369,6 +369,12 @@ def scan(
                                           "or TIFF made from a JPEG): the file clue "
                                           "jpeg_in_pixels, and the JPEG stream's input "
                                           "estimated from them (jpeg_evidence says so)."),
+    without_jpeg: bool = typer.Option(False, "--without-jpeg", help="Give the model's JPEG "
+                                      "stream nothing: the pixel network alone. For copies a "
+                                      "share site resized and re-saved, whose single "
+                                      "compression the stream reads as 'nothing "
+                                      "inconsistent' (model card, 'Known limits'); its "
+                                      "scores are not calibrated for the flag threshold."),
     verbose: bool = VERBOSE,
 ) -> None:
     from .scan_command import ScanRequest, execute_scan
@@ -382,7 +388,8 @@ def scan(
                           allow_output_in_input=allow_output_in_input,
                           command_line=sys.argv, ray=ray, ray_actors=ray_actors,
                           case=case, examiner=examiner,
-                          evidence=evidence, jpeg_from_pixels=jpeg_from_pixels)
+                          evidence=evidence, jpeg_from_pixels=jpeg_from_pixels,
+                          without_jpeg=without_jpeg)
     code = execute_scan(request, err_console)
     if fail_on_flag and request.flagged and code in (EXIT_OK, EXIT_UNREADABLE):
         code = EXIT_FLAGGED

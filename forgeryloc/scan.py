@@ -69,6 +69,7 @@ class ScanSettings:
     compile: bool = False             # torch.compile: faster after warm-up, other last bits
     thumbnails: bool = True           # make the report's previews while the pictures are made
     jpeg_stream: bool = False         # the model reads JPEG files' coefficients (set from it)
+    without_jpeg: bool = False        # --without-jpeg: its stream gets nothing (pixel path)
     jpeg_from_pixels: bool = True     # non-JPEG files: JPEG traces searched in the pixels
                                       # (the jpeg_in_pixels clue, the stream's input)
     evidence: tuple[str, ...] = ()    # evidence layers to write (evidence.LAYERS)
@@ -77,6 +78,12 @@ class ScanSettings:
         """The settings that change results (a resumed scan must use the same)."""
         return {k: v for k, v in asdict(self).items()
                 if k not in ("batch_size", "workers", "thumbnails")}
+
+
+# jpeg_evidence of a scan told not to use the JPEG stream (a copy that a share site resized
+# and re-saved: its single compression would read as "nothing inconsistent" and veto the RGB
+# map; see the model card)
+WITHHELD = "withheld (--without-jpeg)"
 
 
 # ---- one image: decode -> predict -> finding -> write -> record ---------------------------
@@ -109,7 +116,9 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
         # its pixels are searched once, for the file clue and the stream's input.
         in_pixels = pixel_jpeg.search(np.asarray(picture)) \
             if not data.startswith(b"\xff\xd8") and settings.jpeg_from_pixels else None
-        if settings.jpeg_stream:
+        if settings.jpeg_stream and settings.without_jpeg:
+            item["jpeg"], item["jpeg_evidence"] = None, WITHHELD
+        elif settings.jpeg_stream:
             item["jpeg"] = jpeg_input(jpeg) if jpeg is not None else None
             item["jpeg_evidence"] = jpeg_note
             if in_pixels is not None:

@@ -62,6 +62,7 @@ class ScanRequest:
     examiner: Optional[str] = None  # --examiner NAME
     evidence: Optional[str] = None  # --evidence: "ela,noise,dq", "all" or None
     jpeg_from_pixels: bool = True   # --no-jpeg-from-pixels turns it off
+    without_jpeg: bool = False      # --without-jpeg: the pixel path only
     flagged: bool = False  # set by execute_scan
 
 
@@ -198,7 +199,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         # bf16 autocast runs on CUDA only; on Ray the actors' devices decide (see below)
         mixed_precision=device.type == "cuda" if device is not None else request.device != "cpu",
         jpeg_stream=getattr(model.config, "jpeg_stream", None) is not None,
-        jpeg_from_pixels=request.jpeg_from_pixels)
+        jpeg_from_pixels=request.jpeg_from_pixels, without_jpeg=request.without_jpeg)
     weights_sha256 = sha256_file(weights)
     log.info("weights %s: %s at %d px, SHA-256 %s", weights, card.config.name, card.input_size,
              weights_sha256)

@@ -123,3 +123,33 @@ def test_scans_in_both_modes_show_the_region(shared, predictor, tmp_path, mode):
     probability = np.asarray(Image.open(out / "splice.jpg.prob.png"), np.float64) / 65535
     assert probability.shape == mask.shape
     assert probability[mask].mean() > probability[~mask].mean() + 0.3
+
+
+def test_a_scan_can_withhold_the_jpeg_evidence(shared, tmp_path, predictor):
+    """scan --without-jpeg: the stream gets nothing (the record says so), and the map is the
+    model's pixel path, as the API computes it without JPEG evidence."""
+    from forgeryloc.render import read_probability_png
+    from forgeryloc.scan import WITHHELD
+
+    composite, _ = splice(shared)
+    data = _save_jpeg(composite)
+    (tmp_path / "splice.jpg").write_bytes(data)
+    reports = {}
+    for flags in ([], ["--without-jpeg"]):
+        out = tmp_path / ("withheld" if flags else "used")
+        result = CliRunner().invoke(app, ["scan", str(tmp_path / "splice.jpg"), "-o", str(out),
+                                          "--workers", "0", "--quiet", *flags])
+        assert result.exit_code == 0, result.output
+        reports[bool(flags)] = json.loads((out / "report.json").read_text())
+    used, withheld = reports[False], reports[True]
+    assert used["images"][0]["jpeg_evidence"] == "used"
+    assert withheld["images"][0]["jpeg_evidence"] == WITHHELD
+    assert withheld["run"]["settings"]["without_jpeg"] is True
+    assert used["images"][0]["score"] != withheld["images"][0]["score"]
+    rgb = np.asarray(decode_picture(data)[0])
+    outputs = predictor.forward(predictor.preprocess(rgb)[None])
+    maps = predictor.with_jpeg(predictor.maps_from_resized(outputs, 0, *rgb.shape[:2]), None)
+    expected = Finding.from_maps(maps).probability
+    written = read_probability_png(tmp_path / "withheld" /
+                                   withheld["images"][0]["outputs"]["prob"])
+    np.testing.assert_allclose(written, expected, atol=2e-5)
