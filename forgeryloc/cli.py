@@ -189,8 +189,9 @@ def info(
         "threshold": card.threshold,
         "score_threshold": card.score_threshold,
         "image_score": card.image_score,
-        **({"jpeg_logit_floor": card.jpeg_logit_floor}
-           if card.jpeg_logit_floor is not None else {}),
+        **{name: value for name, value in (
+            ("pixel_score_threshold", card.pixel_score_threshold),
+            ("jpeg_logit_floor", card.jpeg_logit_floor)) if value is not None},
         "embeddings": card.embeddings,
         "architecture": card.config.to_dict(),
         "provenance": card.provenance,

@@ -138,8 +138,10 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
     new size), as share sites do, and reaches the model as those pixels, or as their re-save
     with resave_quality."""
     threshold = PAPER_THRESHOLD if threshold is None else threshold
-    score_threshold = (predictor.info.score_threshold if score_threshold is None
-                       else score_threshold)
+    if score_threshold is None:  # without JPEG evidence, the pixel path's when calibrated
+        pixel = predictor.info.pixel_score_threshold
+        score_threshold = pixel if not use_jpeg and pixel is not None \
+            else predictor.info.score_threshold
     collector = MetricsCollector(predictor.size, threshold, score_threshold,
                                  predictor.info.image_score)
     for start in range(0, len(samples), batch_size):

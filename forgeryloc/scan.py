@@ -34,6 +34,7 @@ from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_picture, one_li
                       read_bytes, sha256_bytes)
 from .evidence import file_clues
 from .jpeg_input import JpegInput, jpeg_input, read_coefficients
+from .fused_maps import FusedMaps
 from .maps import ImageMaps
 from .parent_watch import worker_init
 from . import pixel_jpeg
@@ -59,6 +60,8 @@ class ScanSettings:
     mode: str = "resize"              # "resize" (paper protocol) or "tile" (native resolution)
     threshold: float = 0.5            # pixel probability for the binary mask
     flag_threshold: float = 0.5       # image score above which an image is flagged
+    pixel_flag_threshold: float | None = None  # the same for images without JPEG evidence
+                                      # (the checkpoint's pixel_score_threshold; None: the above)
     image_score: str = "mean"         # its statistic (image_scores.STATISTICS; the checkpoint's)
     batch_size: int = 8
     workers: int = 2
@@ -381,6 +384,16 @@ def write_outputs(out_dir: Path, entry: InputEntry, maps: ImageMaps, preview: np
         raise
 
 
+def flag_threshold(maps: ImageMaps, settings: ScanSettings) -> float:
+    """The threshold an image's score is flagged at: the pixel path's for maps of a JPEG-stream
+    model made without JPEG evidence (a PNG without JPEG traces, --without-jpeg), when the
+    checkpoint calibrated one; otherwise the scan's."""
+    no_evidence = isinstance(maps, FusedMaps) and maps.jpeg_logits is None
+    if no_evidence and settings.pixel_flag_threshold is not None:
+        return settings.pixel_flag_threshold
+    return settings.flag_threshold
+
+
 def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, preview: np.ndarray,
                    settings: ScanSettings) -> WrittenOutputs:
     from . import render
@@ -398,7 +411,7 @@ def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, previe
             scoring.add(band.probability, levels)
             marked += int(np.count_nonzero(mask))
     score, area = round(scoring.value(), 6), round(marked / (height * width), 6)
-    flagged = score >= settings.flag_threshold
+    flagged = score >= flag_threshold(maps, settings)
     title = f"score {score:.3f} · area {100 * area:.1f}%" + (" · FLAGGED" if flagged else "")
     height, width = preview.shape[:2]
     probability, curvature = maps.preview(height, width)

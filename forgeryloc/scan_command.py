@@ -191,6 +191,9 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         threshold=card.threshold if request.threshold is None else request.threshold,
         flag_threshold=(card.score_threshold if request.flag_threshold is None
                         else request.flag_threshold),
+        # a --flag-threshold given applies to every image
+        pixel_flag_threshold=(card.pixel_score_threshold if request.flag_threshold is None
+                              else None),
         image_score=card.image_score,
         batch_size=request.batch_size, max_pixels=request.max_pixels,
         workers=default_workers() if request.workers is None else request.workers,

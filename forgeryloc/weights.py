@@ -10,6 +10,8 @@ Metadata (all strings, as safetensors requires):
   score_threshold  default image-level score above which an image is flagged
   image_score      the statistic of the probability map that is the image score
                    (image_scores.STATISTICS; "mean" when absent)
+  pixel_score_threshold  the flag threshold for images scored without JPEG evidence (the
+                   pixel path: a PNG, a withheld stream); absent: score_threshold
   jpeg_logit_floor the fusion's lower bound on the JPEG stream's logits (absent: none), so
                    that "no inconsistency in the file" cannot veto the RGB map
   embeddings       where the easy/hard word vectors came from
@@ -42,6 +44,10 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be used, with a message for the user."""
 
 
+def _optional_float(metadata: dict[str, str], key: str) -> float | None:
+    return float(metadata[key]) if key in metadata else None
+
+
 @dataclass
 class CheckpointInfo:
     """How to use a set of weights: everything but the tensors."""
@@ -53,12 +59,14 @@ class CheckpointInfo:
     score_threshold: float = 0.5
     image_score: str = DEFAULT_STATISTIC  # the statistic score_threshold is calibrated for
     jpeg_logit_floor: float | None = None  # lower bound on the stream's logits in the fusion
+    pixel_score_threshold: float | None = None  # flags without JPEG evidence (None: the above)
     embeddings: str = "stand-in (random, fixed seed)"
     provenance: dict = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, str]:
-        floor = {} if self.jpeg_logit_floor is None else \
-            {"jpeg_logit_floor": repr(float(self.jpeg_logit_floor))}
+        optional = {name: repr(float(value)) for name, value in (
+            ("jpeg_logit_floor", self.jpeg_logit_floor),
+            ("pixel_score_threshold", self.pixel_score_threshold)) if value is not None}
         return {
             "format": FORMAT,
             "format_version": str(FORMAT_VERSION),
@@ -70,7 +78,7 @@ class CheckpointInfo:
             "image_score": self.image_score,
             "embeddings": self.embeddings,
             "provenance": json.dumps(self.provenance, sort_keys=True),
-            **floor,
+            **optional,
         }
 
     @classmethod
@@ -93,8 +101,9 @@ class CheckpointInfo:
                        score_threshold=float(metadata.get("score_threshold", 0.5)),
                        image_score=check_statistic(metadata.get("image_score",
                                                                 DEFAULT_STATISTIC)),
-                       jpeg_logit_floor=(float(metadata["jpeg_logit_floor"])
-                                         if "jpeg_logit_floor" in metadata else None),
+                       jpeg_logit_floor=_optional_float(metadata, "jpeg_logit_floor"),
+                       pixel_score_threshold=_optional_float(metadata,
+                                                             "pixel_score_threshold"),
                        embeddings=metadata.get("embeddings", "unknown"),
                        provenance=json.loads(metadata.get("provenance", "{}")))
         except CheckpointError:

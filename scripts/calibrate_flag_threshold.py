@@ -4,6 +4,8 @@ of a dataset (the held-back share never seen): the threshold with the best balan
 
     python scripts/calibrate_flag_threshold.py CHECKPOINT DATASET [--val-fraction 0.25 --seed 0]
         [--image-score top1%]   (the statistic to calibrate for; default: the checkpoint's)
+        [--without-jpeg]        (the pixel path's threshold: scores made without JPEG evidence,
+                                 for ship_weights.py --pixel-score-threshold)
 """
 import argparse
 import json
@@ -30,11 +32,13 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-score", choices=sorted(STATISTICS))
+    parser.add_argument("--without-jpeg", action="store_true")
     args = parser.parse_args()
     train = split_holdout(read_dataset(args.dataset), args.val_fraction, args.seed)[0]
     model, card = load_model(args.checkpoint)
     card.image_score = args.image_score or card.image_score
-    rows = evaluate_samples(Predictor(model, card, "cpu"), train).rows
+    rows = evaluate_samples(Predictor(model, card, "cpu"), train,
+                            use_jpeg=not args.without_jpeg).rows
     scores = np.array([r["score"] for r in rows])
     labels = np.array([r["tampered"] for r in rows])
     candidates = np.unique(np.round(scores, 4))
@@ -42,7 +46,7 @@ def main() -> None:
     print(json.dumps({"threshold": float(best), "images": len(rows),
                       "balanced_accuracy": balanced_accuracy(scores, labels, best),
                       "image_auc_train": roc_auc(scores, labels.astype(np.int64)),
-                      "image_score": card.image_score}))
+                      "image_score": card.image_score, "without_jpeg": args.without_jpeg}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 threshold and the hardware recorded in the provenance.
 
     python scripts/ship_weights.py runs/b0-256/best.safetensors --score-threshold T \
-        --hardware "2 CPU cores" [--image-score top1%] [--note ...] [--evaluation EVALUATE.json]
+        --hardware "2 CPU cores" [--image-score top1%] [--pixel-score-threshold T2] \
+        [--note ...] [--evaluation EVALUATE.json]
 """
 import argparse
 import json
@@ -38,6 +39,9 @@ def main() -> None:
     parser.add_argument("--score-threshold", type=float, required=True)
     parser.add_argument("--image-score", choices=sorted(STATISTICS),
                         help="the statistic the threshold was calibrated for")
+    parser.add_argument("--pixel-score-threshold", type=float, help="the flag threshold for "
+                        "images without JPEG evidence (calibrate_flag_threshold.py "
+                        "--without-jpeg)")
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--note", default="")
     parser.add_argument("--metrics", default=None, help="metrics.jsonl of the run to copy beside")
@@ -48,6 +52,8 @@ def main() -> None:
     model, card = load_model(args.checkpoint)
     card.score_threshold = args.score_threshold
     card.image_score = args.image_score or card.image_score
+    if args.pixel_score_threshold is not None:
+        card.pixel_score_threshold = args.pixel_score_threshold
     repair_legacy_provenance(card)
     card.provenance["hardware"] = args.hardware
     if args.note:

@@ -3,6 +3,7 @@ history, pasted off the host's 8x8 grid, stands out; the same picture as a PNG s
 an orientation-tagged JPEG's evidence lands where the displayed pixels are."""
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,50 @@ def test_a_scan_can_withhold_the_jpeg_evidence(shared, tmp_path, predictor):
     written = read_probability_png(tmp_path / "withheld" /
                                    withheld["images"][0]["outputs"]["prob"])
     np.testing.assert_allclose(written, expected, atol=2e-5)
+
+
+def test_images_without_jpeg_evidence_are_flagged_at_the_pixel_paths_threshold(shared,
+                                                                                tmp_path):
+    """A checkpoint's pixel_score_threshold flags the images its stream had nothing for (a
+    photo never compressed, --without-jpeg); the others keep score_threshold; a
+    --flag-threshold given applies to all."""
+    from forgeryloc.weights import save_checkpoint
+
+    model, card = load_model()
+    if model.config.jpeg_stream is None:
+        pytest.skip("the shipped checkpoint has no JPEG stream")
+    card.score_threshold, card.pixel_score_threshold = 2.0, 0.0  # never / always
+    weights = tmp_path / "two-thresholds.safetensors"
+    save_checkpoint(model, card, weights)
+    assert load_model(weights)[1].pixel_score_threshold == 0.0
+    composite, _ = splice(shared)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "splice.jpg").write_bytes(_save_jpeg(composite))
+    Image.open(shared / "data/photos/kodak24/kodim05.png").convert("RGB").save(
+        images / "never-compressed.png")
+
+    def flags(*extra) -> dict:
+        out = tmp_path / f"out{len(extra)}-{'-'.join(extra)}"
+        result = CliRunner().invoke(app, ["scan", str(images), "-o", str(out), "--weights",
+                                          str(weights), "--workers", "0", "--quiet", *extra])
+        assert result.exit_code == 0, result.output
+        records = json.loads((out / "report.json").read_text())["images"]
+        if extra[:1] == ("--flag-threshold",):  # one threshold for every image
+            assert all(r["flagged"] == (r["score"] >= float(extra[1])) for r in records)
+        return {r["relative_path"]: (r["flagged"], r["jpeg_evidence"]) for r in records}
+
+    plain = flags()
+    assert plain["splice.jpg"] == (False, "used")
+    assert plain["never-compressed.png"][0] is True
+    assert plain["never-compressed.png"][1].startswith("not a JPEG")
+    assert flags("--without-jpeg")["splice.jpg"][0] is True
+    assert all(flagged for flagged, _ in flags("--flag-threshold", "0.0").values())
+    flags("--flag-threshold", "0.5")
+    # evaluate measures the accuracy of the pixel path at its own threshold
+    from forgeryloc.data.datasets import read_dataset
+    from forgeryloc.evaluate import evaluate_samples
+    predictor = Predictor(*load_model(weights), "cpu")
+    samples = read_dataset(Path(__file__).resolve().parents[1] / "examples")[:2]
+    assert evaluate_samples(predictor, samples, use_jpeg=False).summary["score_threshold"] == 0.0
+    assert evaluate_samples(predictor, samples).summary["score_threshold"] == 2.0
