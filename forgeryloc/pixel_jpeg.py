@@ -18,10 +18,10 @@ detection and quantizer estimation", IEEE TIP 2003):
    would put there; multiples of the step fail (the values at one step land half-way), so do
    its neighbours (one step off by 1 or more); divisors pass but are not the largest; a DC
    step within twice DC_TOLERANCE cannot be told from its divisors and counts as unmeasured;
-4. frequencies with too few nonzero values for the test (and such a DC) take the step of libjpeg's table at
-   the quality that best matches the steps found, where it matches most of them (most
-   encoders scale that table); otherwise the median of the closest measured steps before
-   them in zigzag order (editors' tables, often flat at high frequencies);
+4. frequencies with too few nonzero values for the test (and such a DC) take the step of
+   libjpeg's table at the quality that best matches the steps found, where it matches most of
+   them (most encoders scale that table); otherwise the median of the closest measured steps
+   before them in zigzag order (editors' tables, often flat at high frequencies);
 5. coefficients = round(DCT / step).
 
 The picture counts as a decoded JPEG when at least MIN_LATTICE_FREQUENCIES of the lowest
