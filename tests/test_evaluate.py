@@ -133,22 +133,29 @@ def test_evaluate_reports_the_floors_on_the_same_images(casia_subset, tiny_check
     assert "blob" in table and f"{summary['floor_all_dsc']:.4f}" in table
 
 
+def _predictor_noting_tables():
+    """The shipped model's predictor, and the list of the quantisation tables its JPEG stream
+    is given (the model's outputs are unchanged)."""
+    from forgeryloc.predict import Predictor
+    from forgeryloc.weights import load_model
+
+    predictor = Predictor(*load_model(), "cpu")
+    seen = []
+    block_logits = predictor.jpeg_block_logits
+    predictor.jpeg_block_logits = lambda jpeg: seen.append(jpeg.table.numpy()) or \
+        block_logits(jpeg)
+    return predictor, seen
+
+
 def test_evaluate_can_re_save_every_image_first(tmp_path):
     """--resave Q: the model sees each image saved once more at JPEG quality Q (libjpeg's
     tables), so its JPEG stream reads the new file; the summary says so."""
     from forgeryloc.data.jpeg_tables import ijg_tables
     from forgeryloc.data.datasets import read_dataset
     from forgeryloc.evaluate import evaluate_samples
-    from forgeryloc.predict import Predictor
-    from forgeryloc.weights import load_model
 
     samples = [s for s in read_dataset(EXAMPLES) if s.tampered][:3]
-    model, card = load_model()
-    predictor = Predictor(model, card, "cpu")
-    seen = []
-    block_logits = predictor.jpeg_block_logits
-    predictor.jpeg_block_logits = lambda jpeg: seen.append(jpeg.table.numpy()) or \
-        block_logits(jpeg)
+    predictor, seen = _predictor_noting_tables()
     plain = evaluate_samples(predictor, samples)
     seen_plain, seen[:] = list(seen), []
     resaved = evaluate_samples(predictor, samples, resave_quality=60)
@@ -170,8 +177,6 @@ def test_evaluate_can_resize_every_image_first():
     from forgeryloc.data.datasets import load_pair, read_dataset
     from forgeryloc.evaluate import evaluate_samples
     from forgeryloc.preprocess import rescaled_pair
-    from forgeryloc.predict import Predictor
-    from forgeryloc.weights import load_model
 
     samples = [s for s in read_dataset(EXAMPLES) if s.tampered][:2]
     rgb, mask = load_pair(samples[0])
@@ -180,12 +185,7 @@ def test_evaluate_can_resize_every_image_first():
     assert small_mask.shape == small_rgb.shape[:2]
     assert set(np.unique(small_mask)) <= set(np.unique(mask))  # labels kept exactly
 
-    model, card = load_model()
-    predictor = Predictor(model, card, "cpu")
-    seen = []
-    block_logits = predictor.jpeg_block_logits
-    predictor.jpeg_block_logits = lambda jpeg: seen.append(jpeg.table.numpy()) or \
-        block_logits(jpeg)
+    predictor, seen = _predictor_noting_tables()
     plain = evaluate_samples(predictor, samples)
     assert len(seen) == len(samples)
     seen.clear()
