@@ -374,8 +374,8 @@ def scan(
                                       "stream nothing: the pixel network alone. For copies a "
                                       "share site resized and re-saved, whose single "
                                       "compression the stream reads as 'nothing "
-                                      "inconsistent' (model card, 'Known limits'); its "
-                                      "scores are not calibrated for the flag threshold."),
+                                      "inconsistent' (model card, 'Known limits'). Flags "
+                                      "use the checkpoint's pixel-path threshold."),
     verbose: bool = VERBOSE,
 ) -> None:
     from .scan_command import ScanRequest, execute_scan
@@ -713,7 +713,8 @@ def evaluate(
     if rescale is not None:
         title += f", each resized by {rescale:g}"
     if resave is not None:
-        title += f", {'then ' if rescale is not None else 'each '}re-saved at JPEG quality {resave}"
+        then = "then " if rescale is not None else "each "
+        title += f", {then}re-saved at JPEG quality {resave}"
     if lossless:
         title += ", handed over as pixels only"
     caption = ("floors: the same images scored as all manipulated and as a centred blob; "
