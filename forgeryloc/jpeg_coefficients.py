@@ -63,6 +63,7 @@ from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, _exif_fields, _pillow_
 logger = logging.getLogger(__name__)
 
 BLOCK = 8
+SOI = b"\xff\xd8"  # the start-of-image marker every JPEG stream begins with
 LIBJPEG_BUILD = "turbo210"  # libjpeg-turbo 2.1 among jpeglib's builds: fuzzed, decodes arithmetic
 _LIBJPEG_LOCK = threading.Lock()
 
@@ -151,7 +152,7 @@ def read_jpeg_coefficients(source: str | Path | bytes, max_pixels: int | None = 
     frame header, before decoding) and its subclass JpegCoefficientsError for a broken JPEG."""
     data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) \
         else read_bytes(source)
-    if not data.startswith(b"\xff\xd8"):
+    if not is_jpeg(data):
         return None
     header = _read_header(data, max_pixels)
     frame = header.frame
@@ -359,11 +360,17 @@ class JpegHeader:
     tables: tuple[np.ndarray | None, ...]   # per component: 8 x 8 uint16, natural order, stored
 
 
+def is_jpeg(data: bytes | bytearray | memoryview) -> bool:
+    """Whether bytes begin as a JPEG stream does, whatever a decoder calls the format (a
+    camera's MPO is a JPEG)."""
+    return bytes(data[:2]) == SOI
+
+
 def read_jpeg_header(data: bytes) -> JpegHeader | None:
     """The frame, colour and quantisation tables of a JPEG file's bytes (None when they are
     not a JPEG); raises JpegCoefficientsError for a broken header or a JPEG without 8-bit DCT
     coefficients (UnsupportedJpegError)."""
-    if not data.startswith(b"\xff\xd8"):
+    if not is_jpeg(data):
         return None
     header = _read_header(data, None)
     frame = header.frame

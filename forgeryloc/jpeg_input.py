@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .imaging import DEFAULT_MAX_PIXELS, ImageReadError
-from .jpeg_coefficients import JpegCoefficients, read_jpeg_coefficients
+from .jpeg_coefficients import JpegCoefficients, is_jpeg, read_jpeg_coefficients
 
 
 @dataclass
@@ -32,7 +32,7 @@ def read_coefficients(source: bytes | str | Path, max_pixels: int | None = DEFAU
                       orientation: int | None = None) -> tuple[JpegCoefficients | None, str]:
     """(coefficients, note): the file's luma coefficients and "used", or None and why the
     file gives none ("not a JPEG", "no luma component", or the reader's one-line error)."""
-    if isinstance(source, (bytes, bytearray, memoryview)) and not bytes(source[:2]) == b"\xff\xd8":
+    if isinstance(source, (bytes, bytearray, memoryview)) and not is_jpeg(source):
         return None, "not a JPEG"
     try:
         jpeg = read_jpeg_coefficients(source, max_pixels, orientation=orientation)

@@ -33,6 +33,7 @@ from .image_scores import ScoreAccumulator
 from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_picture, one_line,
                       read_bytes, sha256_bytes)
 from .evidence import file_clues
+from .jpeg_coefficients import is_jpeg
 from .jpeg_input import JpegInput, jpeg_input, read_coefficients
 from .fused_maps import FusedMaps
 from .maps import ImageMaps
@@ -118,7 +119,7 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
         # A file that is not a JPEG (by its bytes: a camera's MPO is one) may have been one:
         # its pixels are searched once, for the file clue and the stream's input.
         in_pixels = pixel_jpeg.search(np.asarray(picture)) \
-            if not data.startswith(b"\xff\xd8") and settings.jpeg_from_pixels else None
+            if not is_jpeg(data) and settings.jpeg_from_pixels else None
         if settings.jpeg_stream and settings.without_jpeg:
             item["jpeg"], item["jpeg_evidence"] = None, WITHHELD
         elif settings.jpeg_stream:

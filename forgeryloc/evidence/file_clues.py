@@ -32,7 +32,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from ..data.jpeg_tables import ijg_tables
-from ..jpeg_coefficients import JpegHeader
+from ..jpeg_coefficients import JpegHeader, is_jpeg
 
 THUMBNAIL_SIDE = 16
 THUMBNAIL_SIMILARITY = 0.75  # correlation below which a thumbnail is said to differ
@@ -225,7 +225,7 @@ def exif_thumbnail(image: Image.Image) -> bytes | None:
         return None
     tiff = raw[6:] if raw.startswith(b"Exif\x00\x00") else raw
     data = tiff[offset:offset + length]
-    return data if len(data) == length and data.startswith(b"\xff\xd8") else None
+    return data if len(data) == length and is_jpeg(data) else None
 
 
 def _small_grey(picture: Image.Image) -> np.ndarray:
