@@ -321,11 +321,10 @@ def estimate(rgb: np.ndarray) -> PixelJpegEstimate | None:
         if position == LOW_FREQUENCIES + 1 and \
                 np.count_nonzero(measured[low] & (table[low] >= 2)) < MIN_LATTICE_FREQUENCIES:
             return None  # decided on the lowest frequencies: not a decoded JPEG
-        steps = (measured_step(values[index], DC_TOLERANCE if index == 0 else TOLERANCE)
-                 for values in subsets)
-        step = next((step for step in steps if step is not None and step > 1), None)
-        if step is None:  # no lattice in any subset: what the last (all blocks) says
-            step = measured_step(subsets[-1][index], DC_TOLERANCE if index == 0 else TOLERANCE)
+        for values in subsets:  # the first lattice found; else what the last (all) says
+            step = measured_step(values[index], DC_TOLERANCE if index == 0 else TOLERANCE)
+            if step is not None and step > 1:
+                break
         if index == 0 and step is not None and step <= 2 * DC_TOLERANCE:
             step = None  # within twice its tolerance every step fits the DC: left to the fill
         # beyond the lowest frequencies, "no lattice" is left to the fill: there the few
