@@ -191,7 +191,8 @@ def info(
         "image_score": card.image_score,
         **{name: value for name, value in (
             ("pixel_score_threshold", card.pixel_score_threshold),
-            ("jpeg_logit_floor", card.jpeg_logit_floor)) if value is not None},
+            ("jpeg_logit_floor", card.jpeg_logit_floor),
+            ("jpeg_gate_logit", card.jpeg_gate_logit)) if value is not None},
         "embeddings": card.embeddings,
         "architecture": card.config.to_dict(),
         "provenance": card.provenance,
@@ -371,11 +372,12 @@ def scan(
                                           "jpeg_in_pixels, and the JPEG stream's input "
                                           "estimated from them (jpeg_evidence says so)."),
     without_jpeg: bool = typer.Option(False, "--without-jpeg", help="Give the model's JPEG "
-                                      "stream nothing: the pixel network alone. For copies a "
-                                      "share site resized and re-saved, whose single "
-                                      "compression the stream reads as 'nothing "
-                                      "inconsistent' (model card, 'Known limits'). Flags "
-                                      "use the checkpoint's pixel-path threshold."),
+                                      "stream nothing: the pixel network alone, for every "
+                                      "file (without it, a file in which the stream finds "
+                                      "nothing above the checkpoint's gate goes that way "
+                                      "by itself: a copy a share site resized and re-saved, "
+                                      "above all). Flags use the checkpoint's pixel-path "
+                                      "threshold."),
     verbose: bool = VERBOSE,
 ) -> None:
     from .scan_command import ScanRequest, execute_scan
@@ -735,6 +737,8 @@ def evaluate(
         if key in ("pixel_auc", "image_auc"):
             cells[0] = "0.5000"  # a constant map or score
         table.add_row(key, f"{summary[key]:.4f}", *cells)
+    if "pixel_path_images" in summary:  # read without JPEG evidence (none, or below the gate)
+        table.add_row("pixel_path_images", str(summary["pixel_path_images"]), "", "")
     console = Console()
     console.print(escape(title), style="bold", highlight=False, soft_wrap=True)
     console.print(table)

@@ -102,11 +102,19 @@ class MetricsCollector:
         self.rng = np.random.default_rng(0)
 
     def add(self, sample: Sample, prob_small: np.ndarray, prob_native: np.ndarray,
-            mask: np.ndarray) -> None:
-        """prob_small: the map at the protocol's size x size; prob_native and mask: H x W."""
+            mask: np.ndarray, flag_threshold: float | None = None,
+            pixel_path: bool | None = None) -> None:
+        """prob_small: the map at the protocol's size x size; prob_native and mask: H x W;
+        flag_threshold: this image's score threshold (None: the collector's); pixel_path:
+        whether a JPEG-stream model read it without JPEG evidence (None: an RGB-only model)."""
         height, width = mask.shape
-        self.rows.append(_image_row(sample, prob_small, prob_native, mask, self.size,
-                                    self.threshold, self.statistic))
+        row = _image_row(sample, prob_small, prob_native, mask, self.size, self.threshold,
+                         self.statistic)
+        row["flag_threshold"] = self.score_threshold if flag_threshold is None \
+            else flag_threshold
+        if pixel_path is not None:
+            row["pixel_path"] = pixel_path
+        self.rows.append(row)
         # A fixed random subset of pixels per image keeps pixel AUC cheap on big sets.
         flat = self.rng.choice(prob_native.size, size=min(4096, prob_native.size), replace=False)
         self.pixel_probs.append(prob_native.reshape(-1)[flat])
@@ -138,8 +146,12 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
     new size), as share sites do, and reaches the model as those pixels, or as their re-save
     with resave_quality."""
     threshold = PAPER_THRESHOLD if threshold is None else threshold
-    if score_threshold is None:  # without JPEG evidence, the pixel path's when calibrated
-        pixel = predictor.info.pixel_score_threshold
+    # Images read without JPEG evidence are flagged at the pixel path's threshold where the
+    # checkpoint calibrated one (as a scan does: scan.flag_threshold); a score_threshold
+    # given applies to every image.
+    given = score_threshold
+    pixel = predictor.info.pixel_score_threshold
+    if score_threshold is None:
         score_threshold = pixel if not use_jpeg and pixel is not None \
             else predictor.info.score_threshold
     collector = MetricsCollector(predictor.size, threshold, score_threshold,
@@ -166,6 +178,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
         for i, (sample, rgb, mask, source) in enumerate(pairs):
             height, width = rgb.shape[:2]
             maps = predictor.maps_from_resized(outputs, i, height, width)
+            flag_at, pixel_path = score_threshold, None
             if predictor.jpeg_stream is None:
                 prob_small = outputs["probability"][i, 0].numpy()
                 prob_native = Finding.from_maps(maps).probability
@@ -175,9 +188,13 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
                     jpeg = read_jpeg_input(source)[0]
                 if use_jpeg and jpeg is None and jpeg_from_pixels:
                     jpeg = stream_input(rgb, "no file coefficients")[0]
-                prob_native = Finding.from_maps(predictor.with_jpeg(maps, jpeg)).probability
+                fused = predictor.with_jpeg(maps, jpeg)
+                pixel_path = fused.jpeg_logits is None
+                if given is None and pixel_path and pixel is not None:
+                    flag_at = pixel
+                prob_native = Finding.from_maps(fused).probability
                 prob_small = resize_probability(prob_native, predictor.size)
-            collector.add(sample, prob_small, prob_native, mask)
+            collector.add(sample, prob_small, prob_native, mask, flag_at, pixel_path)
         if progress is not None:
             progress(len(pairs))
     return collector.result()
@@ -215,9 +232,20 @@ def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, 
                                                  np.concatenate(pixel_truth))
                                  if blob_probs else float("nan")),
     }
+    paths = [r["pixel_path"] for r in rows if "pixel_path" in r]
+    if paths:  # a JPEG-stream model: how many images its pixel path read alone
+        summary["pixel_path_images"] = int(sum(paths))
     if 0 < labels.sum() < len(labels):
         summary["image_auc"] = metrics.roc_auc(scores, labels)
-        summary["image_accuracy"] = metrics.accuracy(scores, labels, score_threshold)
+        flag_at = np.array([r.get("flag_threshold", score_threshold) for r in rows])
+        summary["image_accuracy"] = float(np.mean((scores >= flag_at) == labels.astype(bool)))
+        others = sorted(set(flag_at.tolist()) - {score_threshold})
+        if others:  # the pixel path's images at its own threshold
+            summary["protocol"] = summary["protocol"].replace(
+                f"accuracy at score threshold {score_threshold}",
+                f"accuracy at score threshold {score_threshold} ("
+                + ", ".join(f"{t:g}" for t in others) + " for the "
+                + f"{int(np.sum(flag_at != score_threshold))} images read by the pixel path)")
     return summary
 
 

@@ -5,8 +5,9 @@ JPEG stream's block logits (one per 8x8 block of the file's grid, bilinear betwe
 centres) are combined per pixel by the checkpoint's late fusion (model.jpeg_stream.LateFusion):
     p = sigmoid(a1 * logit(p_rgb) + b * jpeg_logit + c1), and without JPEG evidence
     p = sigmoid(a0 * logit(p_rgb) + c0).
-The JPEG logits reach it already raised to the checkpoint's floor, if it has one
-(Predictor.with_jpeg; CheckpointInfo.jpeg_logit_floor).
+The JPEG logits reach it already raised to the checkpoint's floor, if it has one, and not at
+all for a file whose logits all stay below the checkpoint's gate (Predictor.with_jpeg;
+CheckpointInfo.jpeg_logit_floor, jpeg_gate_logit).
 """
 from __future__ import annotations
 
@@ -74,10 +75,12 @@ class FusedMaps:
     """ImageMaps whose probability is the fusion of `inner`'s with the JPEG block logits."""
 
     def __init__(self, inner: ImageMaps, jpeg_logits: np.ndarray | None,
-                 weights: tuple[float, ...], origin: tuple[int, int] = (0, 0)):
-        """jpeg_logits: Hb x Wb, block (0, 0)'s corner at pixel `origin` (each in (-8, 0])."""
+                 weights: tuple[float, ...], origin: tuple[int, int] = (0, 0),
+                 jpeg_note: str | None = None):
+        """jpeg_logits: Hb x Wb, block (0, 0)'s corner at pixel `origin` (each in (-8, 0]);
+        jpeg_note: why logits the stream made were not used (the record's jpeg_evidence)."""
         self.inner, self.jpeg_logits, self.weights = inner, jpeg_logits, tuple(weights)
-        self.origin = origin
+        self.origin, self.jpeg_note = origin, jpeg_note
         self.height, self.width = inner.height, inner.width
         self._whole: np.ndarray | None = None  # the fused map, when it was small enough
 

@@ -42,6 +42,12 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+def gated_note(largest_logit: float, gate: float) -> str:
+    """The record's jpeg_evidence of a file whose stream logits all stayed below the gate."""
+    return (f"read, not used: no block reached the stream's gate (largest logit "
+            f"{largest_logit:.2f} < {gate:g}: no double compression it can read); pixel path")
+
+
 def _stream_spans(length: int) -> list[tuple[int, int]]:
     """The JPEG stream's windows along one axis of the block grid (start, stop)."""
     if length <= STREAM_WINDOW:
@@ -133,11 +139,18 @@ class Predictor:
         if self.jpeg_stream is None:
             return maps
         logits = self.jpeg_block_logits(jpeg) if jpeg is not None else None
+        origin = jpeg.origin if jpeg is not None else (0, 0)
+        gate = self.info.jpeg_gate_logit
+        if logits is not None and gate is not None and float(logits.max()) < gate:
+            # Nothing the stream can read: on such files (a copy resized before its last save
+            # above all) its low logits say "compressed once", not "authentic", and would
+            # veto the pixels' evidence. The pixel path decides.
+            return FusedMaps(maps, None, self.fusion_weights, origin,
+                             jpeg_note=gated_note(float(logits.max()), gate))
         floor = self.info.jpeg_logit_floor
         if logits is not None and floor is not None:  # no veto: see fuse.fit_fusion
             np.maximum(logits, np.float32(floor), out=logits)
-        return FusedMaps(maps, logits, self.fusion_weights,
-                         jpeg.origin if jpeg is not None else (0, 0))
+        return FusedMaps(maps, logits, self.fusion_weights, origin)
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:
         """H x W x 3 uint8 -> 3 x S x S model input (the paper's resize protocol)."""

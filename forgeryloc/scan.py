@@ -298,6 +298,8 @@ def image_outcome(out: Path, entry: InputEntry, item: dict, maps: ImageMaps,
     if settings.evidence:
         record["evidence"] = {name: written.evidence_absent.get(name, "written")
                               for name in settings.evidence}
+    if getattr(maps, "jpeg_note", None):  # the stream read the file; its gate kept it out
+        record["jpeg_evidence"] = maps.jpeg_note
     record.update(score=written.score, area=written.area, flagged=written.flagged,
                   outputs=written.paths,
                   difficulty={"label": maps.difficulty_label,
@@ -387,8 +389,8 @@ def write_outputs(out_dir: Path, entry: InputEntry, maps: ImageMaps, preview: np
 
 def flag_threshold(maps: ImageMaps, settings: ScanSettings) -> float:
     """The threshold an image's score is flagged at: the pixel path's for maps of a JPEG-stream
-    model made without JPEG evidence (a PNG without JPEG traces, --without-jpeg), when the
-    checkpoint calibrated one; otherwise the scan's."""
+    model made without JPEG evidence (a PNG without JPEG traces, --without-jpeg, a file below
+    the stream's gate), when the checkpoint calibrated one; otherwise the scan's."""
     no_evidence = isinstance(maps, FusedMaps) and maps.jpeg_logits is None
     if no_evidence and settings.pixel_flag_threshold is not None:
         return settings.pixel_flag_threshold

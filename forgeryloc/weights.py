@@ -60,13 +60,18 @@ class CheckpointInfo:
     image_score: str = DEFAULT_STATISTIC  # the statistic score_threshold is calibrated for
     jpeg_logit_floor: float | None = None  # lower bound on the stream's logits in the fusion
     pixel_score_threshold: float | None = None  # flags without JPEG evidence (None: the above)
+    # The stream's map is fused only into files where some block's logit reaches this; a file
+    # below it (no double compression the stream can read, e.g. resized before its last save)
+    # is read by the pixel path alone. None: always fused.
+    jpeg_gate_logit: float | None = None
     embeddings: str = "stand-in (random, fixed seed)"
     provenance: dict = field(default_factory=dict)
 
     def to_metadata(self) -> dict[str, str]:
         optional = {name: repr(float(value)) for name, value in (
             ("jpeg_logit_floor", self.jpeg_logit_floor),
-            ("pixel_score_threshold", self.pixel_score_threshold)) if value is not None}
+            ("pixel_score_threshold", self.pixel_score_threshold),
+            ("jpeg_gate_logit", self.jpeg_gate_logit)) if value is not None}
         return {
             "format": FORMAT,
             "format_version": str(FORMAT_VERSION),
@@ -104,6 +109,7 @@ class CheckpointInfo:
                        jpeg_logit_floor=_optional_float(metadata, "jpeg_logit_floor"),
                        pixel_score_threshold=_optional_float(metadata,
                                                              "pixel_score_threshold"),
+                       jpeg_gate_logit=_optional_float(metadata, "jpeg_gate_logit"),
                        embeddings=metadata.get("embeddings", "unknown"),
                        provenance=json.loads(metadata.get("provenance", "{}")))
         except CheckpointError:

@@ -42,6 +42,11 @@ def main() -> None:
     parser.add_argument("--pixel-score-threshold", type=float, help="the flag threshold for "
                         "images without JPEG evidence (calibrate_flag_threshold.py "
                         "--without-jpeg)")
+    parser.add_argument("--jpeg-gate-logit", type=float, help="the stream's gate: files whose "
+                        "block logits all stay below it are read by the pixel path "
+                        "(calibrate_jpeg_gate.py)")
+    parser.add_argument("--jpeg-gate-calibration", default=None, help="calibrate_jpeg_gate.py "
+                        "--json output, recorded in the provenance")
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--note", default="")
     parser.add_argument("--metrics", default=None, help="metrics.jsonl of the run to copy beside")
@@ -54,6 +59,15 @@ def main() -> None:
     card.image_score = args.image_score or card.image_score
     if args.pixel_score_threshold is not None:
         card.pixel_score_threshold = args.pixel_score_threshold
+    if args.jpeg_gate_logit is not None:
+        card.jpeg_gate_logit = args.jpeg_gate_logit
+    if args.jpeg_gate_calibration:
+        calibration = json.loads(Path(args.jpeg_gate_calibration).read_text())
+        card.provenance["jpeg_gate"] = {
+            "chosen": calibration["chosen"], "images": calibration["images"],
+            "rule": f"best mean DSC over the training split's files and their x0.75/q90 copies "
+                    f"with accuracy on the files >= {calibration['min_accuracy']}",
+            "table": [{k: v for k, v in row.items()} for row in calibration["table"]]}
     repair_legacy_provenance(card)
     card.provenance["hardware"] = args.hardware
     if args.note:

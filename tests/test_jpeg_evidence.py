@@ -201,3 +201,57 @@ def test_images_without_jpeg_evidence_are_flagged_at_the_pixel_paths_threshold(s
     samples = read_dataset(Path(__file__).resolve().parents[1] / "examples")[:2]
     assert evaluate_samples(predictor, samples, use_jpeg=False).summary["score_threshold"] == 0.0
     assert evaluate_samples(predictor, samples).summary["score_threshold"] == 2.0
+
+
+def test_files_below_the_streams_gate_are_read_by_the_pixel_path(shared, tmp_path, predictor):
+    """A checkpoint's jpeg_gate_logit: a file whose stream logits all stay below it gets the
+    pixel path's map, score threshold and a record saying why; at or above it, the fusion.
+    Checked with gates above and below the file's largest logit."""
+    from forgeryloc.evaluate import evaluate_samples
+    from forgeryloc.data.datasets import Sample
+    from forgeryloc.render import read_probability_png
+    from forgeryloc.weights import save_checkpoint
+
+    composite, mask = splice(shared)
+    data = _save_jpeg(composite)
+    (tmp_path / "splice.jpg").write_bytes(data)
+    largest = float(predictor.jpeg_block_logits(read_jpeg_input(data)[0]).max())
+    model, card = load_model()
+    card.score_threshold, card.pixel_score_threshold = 2.0, 0.0  # fused: never; pixels: always
+    rgb = np.asarray(decode_picture(data)[0])
+    maps = predictor.maps_from_resized(predictor.forward(predictor.preprocess(rgb)[None]), 0,
+                                       *rgb.shape[:2])
+    records, expected = {}, {}
+    for name, gate in (("below", largest + 0.5), ("above", largest - 0.5)):
+        card.jpeg_gate_logit = gate
+        weights = tmp_path / f"gate-{name}.safetensors"
+        save_checkpoint(model, card, weights)
+        assert load_model(weights)[1].jpeg_gate_logit == gate
+        out = tmp_path / name
+        result = CliRunner().invoke(app, ["scan", str(tmp_path / "splice.jpg"), "-o", str(out),
+                                          "--weights", str(weights), "--workers", "0",
+                                          "--quiet"])
+        assert result.exit_code == 0, result.output
+        records[name] = json.loads((out / "report.json").read_text())["images"][0]
+        written = read_probability_png(out / records[name]["outputs"]["prob"])
+        gated = Predictor(*load_model(weights), "cpu")
+        expected[name] = Finding.from_maps(gated.with_jpeg(maps, read_jpeg_input(data)[0]))
+        np.testing.assert_allclose(written, expected[name].probability, atol=2e-5)
+    below, above = records["below"], records["above"]
+    assert below["jpeg_evidence"].startswith("read, not used")
+    assert f"{largest:.2f}" in below["jpeg_evidence"]
+    assert above["jpeg_evidence"] == "used"
+    assert below["flagged"] is True and above["flagged"] is False  # each path's threshold
+    # below the gate the map is the pixel path's, as without JPEG evidence
+    pixels = Finding.from_maps(predictor.with_jpeg(maps, None)).probability
+    np.testing.assert_allclose(expected["below"].probability, pixels, atol=1e-6)
+    assert np.abs(expected["above"].probability - pixels).max() > 0.05
+    # evaluate counts the images the pixel path read and flags them at its threshold
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    sample = Sample(image=tmp_path / "splice.jpg", mask=tmp_path / "mask.png",
+                    tampered=True, name="splice")
+    for name, pixel_path in (("below", True), ("above", False)):
+        result = evaluate_samples(Predictor(*load_model(tmp_path / f"gate-{name}.safetensors"),
+                                            "cpu"), [sample])
+        assert result.summary["pixel_path_images"] == int(pixel_path)
+        assert result.rows[0]["flag_threshold"] == (0.0 if pixel_path else 2.0)

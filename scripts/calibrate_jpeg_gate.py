@@ -1,0 +1,114 @@
+"""The JPEG stream's gate of a checkpoint, chosen on the TRAINING split of a dataset (the
+held-back share never seen).
+
+A file whose stream logits all stay below the gate is read by the pixel path alone
+(CheckpointInfo.jpeg_gate_logit). Each training image is read twice: as its file, and as a
+share-site copy (resized by 0.75, re-saved at JPEG quality 90: the history the stream reads is
+gone, and its low logits would veto the pixels). For each candidate gate the script reports,
+on both readings, DSC (paper protocol), image AUC and accuracy (each image at the threshold of
+the path that read it), and the share read by the pixel path. The choice: the candidate with
+the best mean DSC over the two readings whose accuracy on the files stays at least
+--min-accuracy; the ungated model when none does.
+
+    python scripts/calibrate_jpeg_gate.py CHECKPOINT DATASET [--val-fraction 0.25 --seed 0]
+        [--candidates -1,0,1,2,3] [--min-accuracy 0.9] [--json OUT]
+"""
+import argparse
+import json
+
+import numpy as np
+
+from forgeryloc import metrics
+from forgeryloc.data.datasets import load_pair, read_dataset, split_holdout
+from forgeryloc.data.jpeg_tables import resaved_jpeg
+from forgeryloc.data.synth import decode_jpeg
+from forgeryloc.evaluate import resize_probability
+from forgeryloc.image_scores import image_score
+from forgeryloc.jpeg_input import read_jpeg_input
+from forgeryloc.predict import Finding, Predictor
+from forgeryloc.preprocess import rescaled_pair, resize_mask
+from forgeryloc.weights import load_model
+
+READINGS = {"files": None, "copies (x0.75, q90)": (0.75, 90)}
+
+
+def read_both_paths(predictor: Predictor, sample, copy) -> dict:
+    """One image's pixel-path and fused maps (at the protocol's size), scores, and the
+    largest stream logit (None: no coefficients)."""
+    rgb, mask = load_pair(sample)
+    source = sample.image
+    if copy is not None:
+        rgb, mask = rescaled_pair(rgb, mask, copy[0])
+        source = resaved_jpeg(rgb, copy[1])
+        rgb = decode_jpeg(source)
+    outputs = predictor.forward(predictor.preprocess(rgb)[None])
+    maps = predictor.maps_from_resized(outputs, 0, *rgb.shape[:2])
+    jpeg = read_jpeg_input(source)[0]
+    pixel = Finding.from_maps(predictor.with_jpeg(maps, None)).probability
+    fused = Finding.from_maps(predictor.with_jpeg(maps, jpeg)).probability \
+        if jpeg is not None else pixel
+    size, statistic = predictor.size, predictor.info.image_score
+    return {"tampered": sample.tampered, "truth": resize_mask(mask, size, size).astype(bool),
+            "pixel": resize_probability(pixel, size), "fused": resize_probability(fused, size),
+            "pixel_score": image_score(pixel, statistic),
+            "fused_score": image_score(fused, statistic),
+            "largest_logit": (float(predictor.jpeg_block_logits(jpeg).max())
+                              if jpeg is not None else None)}
+
+
+def measure(rows: list[dict], gate: float | None, thresholds: tuple[float, float]) -> dict:
+    dsc, scores, labels, correct, pixel_path = [], [], [], [], 0
+    for row in rows:
+        fused = row["largest_logit"] is not None and (gate is None
+                                                      or row["largest_logit"] >= gate)
+        key, threshold = ("fused", thresholds[0]) if fused else ("pixel", thresholds[1])
+        pixel_path += not fused
+        score = row[f"{key}_score"]
+        if row["tampered"]:
+            dsc.append(metrics.dice(row[key] >= 0.5, row["truth"]))
+        scores.append(score)
+        labels.append(row["tampered"])
+        correct.append((score >= threshold) == row["tampered"])
+    return {"dsc": float(np.mean(dsc)), "image_auc": metrics.roc_auc(np.array(scores),
+                                                                      np.array(labels)),
+            "accuracy": float(np.mean(correct)), "pixel_path": pixel_path / len(rows)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("checkpoint")
+    parser.add_argument("dataset")
+    parser.add_argument("--val-fraction", type=float, default=0.25)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--candidates", default="-1,0,1,2,3")
+    parser.add_argument("--min-accuracy", type=float, default=0.9)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    train = split_holdout(read_dataset(args.dataset), args.val_fraction, args.seed)[0]
+    model, card = load_model(args.checkpoint)
+    if model.config.jpeg_stream is None:
+        parser.error("the checkpoint has no JPEG stream")
+    card.jpeg_gate_logit = None
+    predictor = Predictor(model, card, "cpu")
+    thresholds = (card.score_threshold, card.pixel_score_threshold or card.score_threshold)
+    rows = {name: [read_both_paths(predictor, sample, copy) for sample in train]
+            for name, copy in READINGS.items()}
+    table = []
+    for gate in [None] + [float(c) for c in args.candidates.split(",")]:
+        measured = {name: measure(rows[name], gate, thresholds) for name in READINGS}
+        mean_dsc = float(np.mean([m["dsc"] for m in measured.values()]))
+        table.append({"gate": gate, "mean_dsc": mean_dsc, **measured})
+        print(f"gate {gate!s:>5}  mean DSC {mean_dsc:.3f}  " + "  |  ".join(
+            f"{name}: DSC {m['dsc']:.3f} AUC {m['image_auc']:.3f} acc {m['accuracy']:.3f} "
+            f"pixel path {m['pixel_path']:.2f}" for name, m in measured.items()))
+    allowed = [t for t in table[1:] if t["files"]["accuracy"] >= args.min_accuracy]
+    chosen = max(allowed, key=lambda t: t["mean_dsc"]) if allowed else table[0]
+    print(f"chosen gate: {chosen['gate']} (training split, {len(train)} images)")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"chosen": chosen["gate"], "table": table, "images": len(train),
+                       "min_accuracy": args.min_accuracy}, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
