@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from . import metrics
 from .data.datasets import Sample, load_pair
 from .data.jpeg_tables import resaved_jpeg
 from .data.synth import decode_jpeg
+from .fused_maps import flag_threshold
 from .imaging import ImageReadError
 from .jpeg_input import read_jpeg_input
 from .image_scores import DEFAULT_STATISTIC, STATISTICS, image_score
@@ -129,6 +131,21 @@ class MetricsCollector:
                                 rows=self.rows)
 
 
+def read_sample(sample: Sample, rescale: float | None = None,
+                resave_quality: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray, Path | bytes | None]:
+    """(pixels, mask, source) of a sample as the model is handed it (see evaluate_samples):
+    source is the file, the bytes of its re-save, or None when only resized pixels remain."""
+    rgb, mask = load_pair(sample)
+    source = sample.image
+    if rescale is not None:  # the file is gone: its resized pixels remain
+        rgb, mask, source = *rescaled_pair(rgb, mask, rescale), None
+    if resave_quality is not None:
+        source = resaved_jpeg(rgb, resave_quality)
+        rgb = decode_jpeg(source)
+    return rgb, mask, source
+
+
 def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: int = 8,
                      threshold: float | None = None, score_threshold: float | None = None,
                      progress=None, use_jpeg: bool = True,
@@ -147,10 +164,9 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
     with resave_quality."""
     threshold = PAPER_THRESHOLD if threshold is None else threshold
     # Images read without JPEG evidence are flagged at the pixel path's threshold where the
-    # checkpoint calibrated one (as a scan does: scan.flag_threshold); a score_threshold
+    # checkpoint calibrated one (fused_maps.flag_threshold, as in a scan); a score_threshold
     # given applies to every image.
-    given = score_threshold
-    pixel = predictor.info.pixel_score_threshold
+    pixel = predictor.info.pixel_score_threshold if score_threshold is None else None
     if score_threshold is None:
         score_threshold = pixel if not use_jpeg and pixel is not None \
             else predictor.info.score_threshold
@@ -160,14 +176,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
         pairs = []
         for sample in samples[start:start + batch_size]:
             try:
-                rgb, mask = load_pair(sample)
-                source = sample.image
-                if rescale is not None:  # the file is gone: its resized pixels remain
-                    rgb, mask, source = *rescaled_pair(rgb, mask, rescale), None
-                if resave_quality is not None:
-                    source = resaved_jpeg(rgb, resave_quality)
-                    rgb = decode_jpeg(source)
-                pairs.append((sample, rgb, mask, source))
+                pairs.append((sample, *read_sample(sample, rescale, resave_quality)))
             except ImageReadError as error:
                 log.warning("skipping %s: %s", sample.image, error)
                 collector.skipped.append(str(sample.image))
@@ -190,8 +199,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
                     jpeg = stream_input(rgb, "no file coefficients")[0]
                 fused = predictor.with_jpeg(maps, jpeg)
                 pixel_path = fused.jpeg_logits is None
-                if given is None and pixel_path and pixel is not None:
-                    flag_at = pixel
+                flag_at = flag_threshold(fused, score_threshold, pixel)
                 prob_native = Finding.from_maps(fused).probability
                 prob_small = resize_probability(prob_native, predictor.size)
             collector.add(sample, prob_small, prob_native, mask, flag_at, pixel_path)
@@ -205,13 +213,19 @@ def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, 
     tampered = [r for r in rows if r["tampered"]]
     labels = np.array([r["tampered"] for r in rows], dtype=np.int64)
     scores = np.array([r["score"] for r in rows], dtype=np.float64)
+    flag_at = np.array([r["flag_threshold"] for r in rows], dtype=np.float64)
+    others = flag_at != score_threshold  # the pixel path's images at its own threshold
+    thresholds = f"{score_threshold}" + (
+        f" ({', '.join(f'{t:g}' for t in sorted(set(flag_at[others].tolist())))} for the "
+        f"{int(others.sum())} image{'s' * (int(others.sum()) != 1)} read by the pixel path)"
+        if others.any() else "")
 
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in tampered])) if tampered else float("nan")
 
     summary = {
         "protocol": PROTOCOL.format(size=size, threshold=threshold,
-                                    score_threshold=score_threshold,
+                                    score_threshold=thresholds,
                                     image_score=STATISTICS[statistic]),
         "images": len(rows), "tampered": len(tampered), "authentic": len(rows) - len(tampered),
         "skipped": skipped, "input_size": size, "threshold": threshold,
@@ -237,15 +251,7 @@ def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, 
         summary["pixel_path_images"] = int(sum(paths))
     if 0 < labels.sum() < len(labels):
         summary["image_auc"] = metrics.roc_auc(scores, labels)
-        flag_at = np.array([r.get("flag_threshold", score_threshold) for r in rows])
         summary["image_accuracy"] = float(np.mean((scores >= flag_at) == labels.astype(bool)))
-        others = sorted(set(flag_at.tolist()) - {score_threshold})
-        if others:  # the pixel path's images at its own threshold
-            summary["protocol"] = summary["protocol"].replace(
-                f"accuracy at score threshold {score_threshold}",
-                f"accuracy at score threshold {score_threshold} ("
-                + ", ".join(f"{t:g}" for t in others) + " for the "
-                + f"{int(np.sum(flag_at != score_threshold))} images read by the pixel path)")
     return summary
 
 
@@ -253,7 +259,6 @@ def write_evaluation(result: EvaluationResult, out_dir) -> None:
     """summary.json and per_image.csv in out_dir."""
     import csv
     import json
-    from pathlib import Path
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

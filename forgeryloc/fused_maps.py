@@ -131,3 +131,12 @@ class FusedMaps:
         rows = (np.arange(height) + 0.5) * (self.height / height) - 0.5
         cols = (np.arange(width) + 0.5) * (self.width / width) - 0.5
         return fuse(probability, self._jpeg_at(rows, cols), self.weights), curvature
+
+
+def flag_threshold(maps, threshold: float, pixel_threshold: float | None) -> float:
+    """The threshold an image's score is flagged at: pixel_threshold (when there is one) for
+    maps of a JPEG-stream model made without JPEG evidence (a PNG without JPEG traces,
+    --without-jpeg, a file below the stream's gate); otherwise threshold."""
+    if pixel_threshold is not None and isinstance(maps, FusedMaps) and maps.jpeg_logits is None:
+        return pixel_threshold
+    return threshold

@@ -141,12 +141,13 @@ class Predictor:
         logits = self.jpeg_block_logits(jpeg) if jpeg is not None else None
         origin = jpeg.origin if jpeg is not None else (0, 0)
         gate = self.info.jpeg_gate_logit
-        if logits is not None and gate is not None and float(logits.max()) < gate:
+        largest = float(logits.max()) if logits is not None else None
+        if gate is not None and largest is not None and largest < gate:
             # Nothing the stream can read: on such files (a copy resized before its last save
             # above all) its low logits say "compressed once", not "authentic", and would
             # veto the pixels' evidence. The pixel path decides.
             return FusedMaps(maps, None, self.fusion_weights, origin,
-                             jpeg_note=gated_note(float(logits.max()), gate))
+                             jpeg_note=gated_note(largest, gate))
         floor = self.info.jpeg_logit_floor
         if logits is not None and floor is not None:  # no veto: see fuse.fit_fusion
             np.maximum(logits, np.float32(floor), out=logits)

@@ -35,7 +35,7 @@ from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_picture, one_li
 from .evidence import file_clues
 from .jpeg_coefficients import is_jpeg
 from .jpeg_input import JpegInput, jpeg_input, read_coefficients
-from .fused_maps import FusedMaps
+from .fused_maps import flag_threshold
 from .maps import ImageMaps
 from .parent_watch import worker_init
 from . import pixel_jpeg
@@ -387,16 +387,6 @@ def write_outputs(out_dir: Path, entry: InputEntry, maps: ImageMaps, preview: np
         raise
 
 
-def flag_threshold(maps: ImageMaps, settings: ScanSettings) -> float:
-    """The threshold an image's score is flagged at: the pixel path's for maps of a JPEG-stream
-    model made without JPEG evidence (a PNG without JPEG traces, --without-jpeg, a file below
-    the stream's gate), when the checkpoint calibrated one; otherwise the scan's."""
-    no_evidence = isinstance(maps, FusedMaps) and maps.jpeg_logits is None
-    if no_evidence and settings.pixel_flag_threshold is not None:
-        return settings.pixel_flag_threshold
-    return settings.flag_threshold
-
-
 def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, preview: np.ndarray,
                    settings: ScanSettings) -> WrittenOutputs:
     from . import render
@@ -414,7 +404,10 @@ def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, previe
             scoring.add(band.probability, levels)
             marked += int(np.count_nonzero(mask))
     score, area = round(scoring.value(), 6), round(marked / (height * width), 6)
-    flagged = score >= flag_threshold(maps, settings)
+    # the checkpoint's pixel-path threshold for maps without JPEG evidence, unless
+    # --flag-threshold set one for all (scan_command)
+    flagged = score >= flag_threshold(maps, settings.flag_threshold,
+                                      settings.pixel_flag_threshold)
     title = f"score {score:.3f} · area {100 * area:.1f}%" + (" · FLAGGED" if flagged else "")
     height, width = preview.shape[:2]
     probability, curvature = maps.preview(height, width)

@@ -19,41 +19,36 @@ import json
 import numpy as np
 
 from forgeryloc import metrics
-from forgeryloc.data.datasets import load_pair, read_dataset, split_holdout
-from forgeryloc.data.jpeg_tables import resaved_jpeg
-from forgeryloc.data.synth import decode_jpeg
-from forgeryloc.evaluate import resize_probability
+from forgeryloc.data.datasets import read_dataset, split_holdout
+from forgeryloc.evaluate import read_sample, resize_probability
 from forgeryloc.image_scores import image_score
 from forgeryloc.jpeg_input import read_jpeg_input
 from forgeryloc.predict import Finding, Predictor
-from forgeryloc.preprocess import rescaled_pair, resize_mask
+from forgeryloc.preprocess import resize_mask
 from forgeryloc.weights import load_model
 
-READINGS = {"files": None, "copies (x0.75, q90)": (0.75, 90)}
+READINGS = {"files": {}, "copies (x0.75, q90)": {"rescale": 0.75, "resave_quality": 90}}
 
 
-def read_both_paths(predictor: Predictor, sample, copy) -> dict:
+def read_both_paths(predictor: Predictor, sample, reading: dict) -> dict:
     """One image's pixel-path and fused maps (at the protocol's size), scores, and the
-    largest stream logit (None: no coefficients)."""
-    rgb, mask = load_pair(sample)
-    source = sample.image
-    if copy is not None:
-        rgb, mask = rescaled_pair(rgb, mask, copy[0])
-        source = resaved_jpeg(rgb, copy[1])
-        rgb = decode_jpeg(source)
+    largest stream logit (None: no coefficients). The predictor has no gate; the logits are
+    those of the fused map (raised to the checkpoint's floor, if it has one: the gate sees
+    them before, which differs only where every logit lies below the floor)."""
+    rgb, mask, source = read_sample(sample, **reading)
     outputs = predictor.forward(predictor.preprocess(rgb)[None])
     maps = predictor.maps_from_resized(outputs, 0, *rgb.shape[:2])
     jpeg = read_jpeg_input(source)[0]
     pixel = Finding.from_maps(predictor.with_jpeg(maps, None)).probability
-    fused = Finding.from_maps(predictor.with_jpeg(maps, jpeg)).probability \
-        if jpeg is not None else pixel
+    fused_maps = predictor.with_jpeg(maps, jpeg) if jpeg is not None else None
+    fused = Finding.from_maps(fused_maps).probability if jpeg is not None else pixel
     size, statistic = predictor.size, predictor.info.image_score
     return {"tampered": sample.tampered, "truth": resize_mask(mask, size, size).astype(bool),
             "pixel": resize_probability(pixel, size), "fused": resize_probability(fused, size),
             "pixel_score": image_score(pixel, statistic),
             "fused_score": image_score(fused, statistic),
-            "largest_logit": (float(predictor.jpeg_block_logits(jpeg).max())
-                              if jpeg is not None else None)}
+            "largest_logit": (float(fused_maps.jpeg_logits.max())
+                              if fused_maps is not None else None)}
 
 
 def measure(rows: list[dict], gate: float | None, thresholds: tuple[float, float]) -> dict:
@@ -91,8 +86,8 @@ def main() -> None:
     card.jpeg_gate_logit = None
     predictor = Predictor(model, card, "cpu")
     thresholds = (card.score_threshold, card.pixel_score_threshold or card.score_threshold)
-    rows = {name: [read_both_paths(predictor, sample, copy) for sample in train]
-            for name, copy in READINGS.items()}
+    rows = {name: [read_both_paths(predictor, sample, reading) for sample in train]
+            for name, reading in READINGS.items()}
     table = []
     for gate in [None] + [float(c) for c in args.candidates.split(",")]:
         measured = {name: measure(rows[name], gate, thresholds) for name in READINGS}

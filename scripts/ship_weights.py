@@ -67,7 +67,7 @@ def main() -> None:
             "chosen": calibration["chosen"], "images": calibration["images"],
             "rule": f"best mean DSC over the training split's files and their x0.75/q90 copies "
                     f"with accuracy on the files >= {calibration['min_accuracy']}",
-            "table": [{k: v for k, v in row.items()} for row in calibration["table"]]}
+            "table": calibration["table"]}
     repair_legacy_provenance(card)
     card.provenance["hardware"] = args.hardware
     if args.note:
