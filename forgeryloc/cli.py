@@ -737,7 +737,7 @@ def evaluate(
         if key in ("pixel_auc", "image_auc"):
             cells[0] = "0.5000"  # a constant map or score
         table.add_row(key, f"{summary[key]:.4f}", *cells)
-    if "pixel_path_images" in summary:  # read without JPEG evidence (none, or below the gate)
+    if "pixel_path_images" in summary:  # maps drawn without JPEG evidence (none, or gated)
         table.add_row("pixel_path_images", str(summary["pixel_path_images"]), "", "")
     console = Console()
     console.print(escape(title), style="bold", highlight=False, soft_wrap=True)

@@ -64,11 +64,11 @@ def centred_blob(height: int, width: int) -> np.ndarray:
 
 def _image_row(sample: Sample, prob_small: np.ndarray, prob_native: np.ndarray,
                mask: np.ndarray, size: int, threshold: float,
-               statistic: str = DEFAULT_STATISTIC) -> dict:
+               statistic: str = DEFAULT_STATISTIC, score: float | None = None) -> dict:
     gt_small = resize_mask(mask, size, size).astype(bool)
     gt_native = mask.astype(bool)
     row = {"name": sample.name, "tampered": sample.tampered,
-           "score": image_score(prob_native, statistic),
+           "score": image_score(prob_native, statistic) if score is None else score,
            "area": float((prob_native >= threshold).mean())}
     if sample.tampered:
         pred_small = prob_small >= threshold
@@ -105,13 +105,14 @@ class MetricsCollector:
 
     def add(self, sample: Sample, prob_small: np.ndarray, prob_native: np.ndarray,
             mask: np.ndarray, flag_threshold: float | None = None,
-            pixel_path: bool | None = None) -> None:
+            pixel_path: bool | None = None, score: float | None = None) -> None:
         """prob_small: the map at the protocol's size x size; prob_native and mask: H x W;
         flag_threshold: this image's score threshold (None: the collector's); pixel_path:
-        whether a JPEG-stream model read it without JPEG evidence (None: an RGB-only model)."""
+        whether a JPEG-stream model drew its map without JPEG evidence (None: an RGB-only
+        model); score: the image score where it is not the statistic of prob_native."""
         height, width = mask.shape
         row = _image_row(sample, prob_small, prob_native, mask, self.size, self.threshold,
-                         self.statistic)
+                         self.statistic, score)
         row["flag_threshold"] = self.score_threshold if flag_threshold is None \
             else flag_threshold
         if pixel_path is not None:
@@ -187,7 +188,7 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
         for i, (sample, rgb, mask, source) in enumerate(pairs):
             height, width = rgb.shape[:2]
             maps = predictor.maps_from_resized(outputs, i, height, width)
-            flag_at, pixel_path = score_threshold, None
+            flag_at, pixel_path, score = score_threshold, None, None
             if predictor.jpeg_stream is None:
                 prob_small = outputs["probability"][i, 0].numpy()
                 prob_native = Finding.from_maps(maps).probability
@@ -200,9 +201,10 @@ def evaluate_samples(predictor: Predictor, samples: list[Sample], batch_size: in
                 fused = predictor.with_jpeg(maps, jpeg)
                 pixel_path = fused.jpeg_logits is None
                 flag_at = flag_threshold(fused, score_threshold, pixel)
-                prob_native = Finding.from_maps(fused).probability
+                finding = Finding.from_maps(fused, predictor.info.image_score)
+                prob_native, score = finding.probability, finding.score
                 prob_small = resize_probability(prob_native, predictor.size)
-            collector.add(sample, prob_small, prob_native, mask, flag_at, pixel_path)
+            collector.add(sample, prob_small, prob_native, mask, flag_at, pixel_path, score)
         if progress is not None:
             progress(len(pairs))
     return collector.result()
@@ -214,11 +216,11 @@ def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, 
     labels = np.array([r["tampered"] for r in rows], dtype=np.int64)
     scores = np.array([r["score"] for r in rows], dtype=np.float64)
     flag_at = np.array([r["flag_threshold"] for r in rows], dtype=np.float64)
-    others = flag_at != score_threshold  # the pixel path's images at its own threshold
+    others = flag_at != score_threshold  # scored without JPEG evidence, at their threshold
     thresholds = f"{score_threshold}" + (
         f" ({', '.join(f'{t:g}' for t in sorted(set(flag_at[others].tolist())))} for the "
-        f"{int(others.sum())} image{'s' * (int(others.sum()) != 1)} read by the pixel path)"
-        if others.any() else "")
+        f"{int(others.sum())} image{'s' * (int(others.sum()) != 1)} scored without JPEG "
+        f"evidence)" if others.any() else "")
 
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in tampered])) if tampered else float("nan")
@@ -247,7 +249,7 @@ def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, 
                                  if blob_probs else float("nan")),
     }
     paths = [r["pixel_path"] for r in rows if "pixel_path" in r]
-    if paths:  # a JPEG-stream model: how many images its pixel path read alone
+    if paths:  # a JPEG-stream model: how many maps its pixel path drew alone
         summary["pixel_path_images"] = int(sum(paths))
     if 0 < labels.sum() < len(labels):
         summary["image_auc"] = metrics.roc_auc(scores, labels)

@@ -5,9 +5,9 @@ JPEG stream's block logits (one per 8x8 block of the file's grid, bilinear betwe
 centres) are combined per pixel by the checkpoint's late fusion (model.jpeg_stream.LateFusion):
     p = sigmoid(a1 * logit(p_rgb) + b * jpeg_logit + c1), and without JPEG evidence
     p = sigmoid(a0 * logit(p_rgb) + c0).
-The JPEG logits reach it already raised to the checkpoint's floor, if it has one, and not at
-all for a file whose logits all stay below the checkpoint's gate (Predictor.with_jpeg;
-CheckpointInfo.jpeg_logit_floor, jpeg_gate_logit).
+The JPEG logits reach it already raised to the checkpoint's floor, if it has one. A file whose
+logits all stay below the checkpoint's gate is drawn without them (the pixel path's map) and
+scored with them (Predictor.with_jpeg; CheckpointInfo.jpeg_logit_floor, jpeg_gate_logit).
 """
 from __future__ import annotations
 
@@ -76,11 +76,13 @@ class FusedMaps:
 
     def __init__(self, inner: ImageMaps, jpeg_logits: np.ndarray | None,
                  weights: tuple[float, ...], origin: tuple[int, int] = (0, 0),
-                 jpeg_note: str | None = None):
+                 jpeg_note: str | None = None, score_logits: np.ndarray | None = None):
         """jpeg_logits: Hb x Wb, block (0, 0)'s corner at pixel `origin` (each in (-8, 0]);
-        jpeg_note: why logits the stream made were not used (the record's jpeg_evidence)."""
+        jpeg_note: why logits the stream made were left out of the map (the record's
+        jpeg_evidence); score_logits: such logits, still fused into the map the image score
+        is taken from (each band's score_probability)."""
         self.inner, self.jpeg_logits, self.weights = inner, jpeg_logits, tuple(weights)
-        self.origin, self.jpeg_note = origin, jpeg_note
+        self.origin, self.jpeg_note, self.score_logits = origin, jpeg_note, score_logits
         self.height, self.width = inner.height, inner.width
         self._whole: np.ndarray | None = None  # the fused map, when it was small enough
 
@@ -92,35 +94,46 @@ class FusedMaps:
     def difficulty_label(self) -> str:
         return self.inner.difficulty_label
 
-    def _jpeg_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
-        if self.jpeg_logits is None:
+    def _jpeg_at(self, rows: np.ndarray, cols: np.ndarray,
+                 logits: np.ndarray | None) -> np.ndarray | None:
+        if logits is None:
             return None
-        return sample_blocks(self.jpeg_logits, rows - self.origin[0], cols - self.origin[1])
+        return sample_blocks(logits, rows - self.origin[0], cols - self.origin[1])
 
-    def _jpeg_pixels(self) -> np.ndarray | None:
-        """The JPEG logits at every pixel, when the image is small enough to hold them."""
-        if self.jpeg_logits is None or self.height * self.width > WHOLE_MAP_PIXELS:
+    def _jpeg_pixels(self, logits: np.ndarray | None) -> np.ndarray | None:
+        """JPEG logits at every pixel, when the image is small enough to hold them."""
+        if logits is None or self.height * self.width > WHOLE_MAP_PIXELS:
             return None
         top, left = -self.origin[0], -self.origin[1]
-        grid = upsampled_blocks(self.jpeg_logits)
+        grid = upsampled_blocks(logits)
         if grid.shape[0] < top + self.height or grid.shape[1] < left + self.width:
             return None  # a grid short of the picture: sample_blocks clamps at its end
         return grid[top:top + self.height, left:left + self.width]
+
+    def _logits_of_band(self, logits: np.ndarray | None, pixels: np.ndarray | None,
+                        rows: slice, cols: np.ndarray) -> np.ndarray | None:
+        """`logits` over a band of rows: from their per-pixel copy `pixels` where there is one."""
+        if pixels is not None:
+            return pixels[rows]
+        return self._jpeg_at(np.arange(rows.start, rows.stop), cols, logits)
 
     def bands(self) -> Iterator[MapBand]:
         cols = np.arange(self.width)
         # kept whole (as ResizedMaps does) where the preview may be the image's own size
         whole = np.empty((self.height, self.width), np.float32) \
             if self.height * self.width <= WHOLE_MAP_PIXELS else None
-        jpeg_pixels = self._jpeg_pixels()
+        drawn_pixels = self._jpeg_pixels(self.jpeg_logits)
+        scored_pixels = self._jpeg_pixels(self.score_logits)
         for band in self.inner.bands():
-            rows = np.arange(band.rows.start, band.rows.stop)
-            jpeg = jpeg_pixels[band.rows] if jpeg_pixels is not None else \
-                self._jpeg_at(rows, cols)
+            jpeg = self._logits_of_band(self.jpeg_logits, drawn_pixels, band.rows, cols)
             fused = fuse(band.probability, jpeg, self.weights)
+            scored = None
+            if self.score_logits is not None:
+                jpeg = self._logits_of_band(self.score_logits, scored_pixels, band.rows, cols)
+                scored = fuse(band.probability, jpeg, self.weights)
             if whole is not None:
                 whole[band.rows] = fused
-            yield MapBand(band.rows, fused)
+            yield MapBand(band.rows, fused, scored)
         self._whole = whole
 
     def preview(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -130,13 +143,16 @@ class FusedMaps:
         # Preview pixel i covers image rows around (i + 0.5) * H / h - 0.5.
         rows = (np.arange(height) + 0.5) * (self.height / height) - 0.5
         cols = (np.arange(width) + 0.5) * (self.width / width) - 0.5
-        return fuse(probability, self._jpeg_at(rows, cols), self.weights), curvature
+        jpeg = self._jpeg_at(rows, cols, self.jpeg_logits)
+        return fuse(probability, jpeg, self.weights), curvature
 
 
 def flag_threshold(maps, threshold: float, pixel_threshold: float | None) -> float:
     """The threshold an image's score is flagged at: pixel_threshold (when there is one) for
-    maps of a JPEG-stream model made without JPEG evidence (a PNG without JPEG traces,
-    --without-jpeg, a file below the stream's gate); otherwise threshold."""
-    if pixel_threshold is not None and isinstance(maps, FusedMaps) and maps.jpeg_logits is None:
+    maps of a JPEG-stream model scored without JPEG evidence (a PNG without JPEG traces,
+    --without-jpeg); otherwise threshold (a file below the stream's gate included: its score
+    holds the evidence its map leaves out)."""
+    if pixel_threshold is not None and isinstance(maps, FusedMaps) \
+            and maps.jpeg_logits is None and maps.score_logits is None:
         return pixel_threshold
     return threshold

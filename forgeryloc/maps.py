@@ -39,6 +39,9 @@ def row_bands(height: int, width: int) -> Iterator[slice]:
 class MapBand:
     rows: slice                 # which rows of the image
     probability: np.ndarray     # len(rows) x W float32 in [0, 1]
+    # What the image score is taken from where it is not this map (same shape): a file below
+    # the JPEG stream's gate is drawn by the pixel path and scored with its JPEG evidence.
+    score_probability: np.ndarray | None = None
 
 
 class ImageMaps(Protocol):

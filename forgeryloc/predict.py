@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from .cpu import keep_large_allocations
 from .fused_maps import FusedMaps
-from .image_scores import DEFAULT_STATISTIC, image_score
+from .image_scores import DEFAULT_STATISTIC, ScoreAccumulator
 from .jpeg_input import JpegInput
 from .maps import ImageMaps, ResizedMaps, TiledMaps, image_shape, nearest, robust_curvature
 from .model.m2sformer import HARD, M2SFormer
@@ -44,8 +44,9 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 def gated_note(largest_logit: float, gate: float) -> str:
     """The record's jpeg_evidence of a file whose stream logits all stayed below the gate."""
-    return (f"read, not used: no block reached the stream's gate (largest logit "
-            f"{largest_logit:.2f} < {gate:g}: no double compression it can read); pixel path")
+    return (f"read, in the score only: no block reached the stream's gate (largest logit "
+            f"{largest_logit:.2f} < {gate:g}: no double compression it can read); the map is "
+            f"the pixel path's")
 
 
 def _stream_spans(length: int) -> list[tuple[int, int]]:
@@ -68,15 +69,18 @@ class Finding:
     @classmethod
     def from_maps(cls, maps: ImageMaps, statistic: str = DEFAULT_STATISTIC) -> "Finding":
         """Gathers streamed maps into whole arrays (for images of moderate size); the image
-        score is `statistic` of the probability map."""
+        score is `statistic` of the probability map (of the bands' score_probability where
+        they carry one)."""
         probability = np.empty((maps.height, maps.width), np.float32)
+        scoring = ScoreAccumulator(statistic)
         for band in maps.bands():
             probability[band.rows] = band.probability
+            scoring.add(band.probability if band.score_probability is None
+                        else band.score_probability)
         curvature = nearest(maps.preview(maps.height, maps.width)[1], maps.height, maps.width)
         return cls(probability=probability, curvature=curvature,
                    difficulty_score=maps.difficulty_score,
-                   difficulty_label=maps.difficulty_label,
-                   score=image_score(probability, statistic))
+                   difficulty_label=maps.difficulty_label, score=scoring.value())
 
     def mask(self, threshold: float) -> np.ndarray:
         return self.probability >= threshold
@@ -142,15 +146,16 @@ class Predictor:
         origin = jpeg.origin if jpeg is not None else (0, 0)
         gate = self.info.jpeg_gate_logit
         largest = float(logits.max()) if logits is not None else None
-        if gate is not None and largest is not None and largest < gate:
-            # Nothing the stream can read: on such files (a copy resized before its last save
-            # above all) its low logits say "compressed once", not "authentic", and would
-            # veto the pixels' evidence. The pixel path decides.
-            return FusedMaps(maps, None, self.fusion_weights, origin,
-                             jpeg_note=gated_note(largest, gate))
         floor = self.info.jpeg_logit_floor
         if logits is not None and floor is not None:  # no veto: see fuse.fit_fusion
             np.maximum(logits, np.float32(floor), out=logits)
+        if gate is not None and largest is not None and largest < gate:
+            # Nothing the stream can read: on such files (a copy resized before its last save
+            # above all) its low logits say "compressed once", not "authentic", and would
+            # veto the pixels' evidence in the map, which the pixel path draws alone. The
+            # score keeps them: on camera originals "compressed once" is what it should weigh.
+            return FusedMaps(maps, None, self.fusion_weights, origin,
+                             jpeg_note=gated_note(largest, gate), score_logits=logits)
         return FusedMaps(maps, logits, self.fusion_weights, origin)
 
     def preprocess(self, rgb: np.ndarray) -> torch.Tensor:

@@ -401,7 +401,10 @@ def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, previe
             prob_png.write(levels)
             mask = band.probability >= threshold
             mask_png.write(render.mask_levels(mask))
-            scoring.add(band.probability, levels)
+            if band.score_probability is None:
+                scoring.add(band.probability, levels)
+            else:  # a file below the JPEG stream's gate: scored with the evidence
+                scoring.add(band.score_probability)
             marked += int(np.count_nonzero(mask))
     score, area = round(scoring.value(), 6), round(marked / (height * width), 6)
     # the checkpoint's pixel-path threshold for maps without JPEG evidence, unless

@@ -14,6 +14,8 @@ Metadata (all strings, as safetensors requires):
                    pixel path: a PNG, a withheld stream); absent: score_threshold
   jpeg_logit_floor the fusion's lower bound on the JPEG stream's logits (absent: none), so
                    that "no inconsistency in the file" cannot veto the RGB map
+  jpeg_gate_logit  files whose JPEG-stream logits all stay below it get the pixel path's map
+                   (their score keeps the evidence); absent: every file's map is fused
   embeddings       where the easy/hard word vectors came from
   provenance       JSON: how the weights were made (data, recipe, steps, metrics, ...)
 """
@@ -62,7 +64,7 @@ class CheckpointInfo:
     pixel_score_threshold: float | None = None  # flags without JPEG evidence (None: the above)
     # The stream's map is fused only into files where some block's logit reaches this; a file
     # below it (no double compression the stream can read, e.g. resized before its last save)
-    # is read by the pixel path alone. None: always fused.
+    # is drawn by the pixel path alone and still scored with the evidence. None: always fused.
     jpeg_gate_logit: float | None = None
     embeddings: str = "stand-in (random, fixed seed)"
     provenance: dict = field(default_factory=dict)

@@ -1,17 +1,20 @@
 """The JPEG stream's gate of a checkpoint, chosen on the TRAINING split of a dataset (the
 held-back share never seen).
 
-A file whose stream logits all stay below the gate is read by the pixel path alone
-(CheckpointInfo.jpeg_gate_logit). Each training image is read twice: as its file, and as a
-share-site copy (resized by 0.75, re-saved at JPEG quality 90: the history the stream reads is
-gone, and its low logits would veto the pixels). For each candidate gate the script reports,
-on both readings, DSC (paper protocol), image AUC and accuracy (each image at the threshold of
-the path that read it), and the share read by the pixel path. The choice: the candidate with
-the best mean DSC over the two readings whose accuracy on the files stays at least
---min-accuracy; the ungated model when none does.
+A file whose stream logits all stay below the gate gets the pixel path's map; its score keeps
+the JPEG evidence (CheckpointInfo.jpeg_gate_logit). Each training image is read three times:
+as its file, as the file saved once more at JPEG quality 90 (a share site that keeps the
+size: the history is weakened), and as a share-site copy (resized by 0.75, re-saved at 90:
+the history the stream reads is gone, and its low logits would veto the pixels). For each
+candidate gate the script reports, on each reading, DSC (paper protocol), image AUC and
+accuracy (as a scan flags: images with coefficients at the fused score's threshold), and the
+share of maps the pixel path drew. The choice: the candidate with the best mean DSC over the
+readings whose accuracy on the files stays at least --min-accuracy; the ungated model when
+none does.
+--split val measures the held-back share instead (to report, not to choose).
 
     python scripts/calibrate_jpeg_gate.py CHECKPOINT DATASET [--val-fraction 0.25 --seed 0]
-        [--candidates -1,0,1,2,3] [--min-accuracy 0.9] [--json OUT]
+        [--candidates -1,0,1,2,3] [--min-accuracy 0.9] [--split train] [--json OUT]
 """
 import argparse
 import json
@@ -27,7 +30,8 @@ from forgeryloc.predict import Finding, Predictor
 from forgeryloc.preprocess import resize_mask
 from forgeryloc.weights import load_model
 
-READINGS = {"files": {}, "copies (x0.75, q90)": {"rescale": 0.75, "resave_quality": 90}}
+READINGS = {"files": {}, "re-saves (q90)": {"resave_quality": 90},
+            "copies (x0.75, q90)": {"rescale": 0.75, "resave_quality": 90}}
 
 
 def read_both_paths(predictor: Predictor, sample, reading: dict) -> dict:
@@ -56,9 +60,10 @@ def measure(rows: list[dict], gate: float | None, thresholds: tuple[float, float
     for row in rows:
         fused = row["largest_logit"] is not None and (gate is None
                                                       or row["largest_logit"] >= gate)
-        key, threshold = ("fused", thresholds[0]) if fused else ("pixel", thresholds[1])
+        key = "fused" if fused else "pixel"  # the map
         pixel_path += not fused
-        score = row[f"{key}_score"]
+        scored = "pixel" if row["largest_logit"] is None else "fused"  # the score
+        score, threshold = row[f"{scored}_score"], thresholds[scored == "pixel"]
         if row["tampered"]:
             dsc.append(metrics.dice(row[key] >= 0.5, row["truth"]))
         scores.append(score)
@@ -77,16 +82,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--candidates", default="-1,0,1,2,3")
     parser.add_argument("--min-accuracy", type=float, default=0.9)
+    parser.add_argument("--split", choices=("train", "val"), default="train")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    train = split_holdout(read_dataset(args.dataset), args.val_fraction, args.seed)[0]
+    samples = split_holdout(read_dataset(args.dataset), args.val_fraction,
+                          args.seed)[args.split == "val"]
     model, card = load_model(args.checkpoint)
     if model.config.jpeg_stream is None:
         parser.error("the checkpoint has no JPEG stream")
     card.jpeg_gate_logit = None
     predictor = Predictor(model, card, "cpu")
     thresholds = (card.score_threshold, card.pixel_score_threshold or card.score_threshold)
-    rows = {name: [read_both_paths(predictor, sample, reading) for sample in train]
+    rows = {name: [read_both_paths(predictor, sample, reading) for sample in samples]
             for name, reading in READINGS.items()}
     table = []
     for gate in [None] + [float(c) for c in args.candidates.split(",")]:
@@ -98,11 +105,13 @@ def main() -> None:
             f"pixel path {m['pixel_path']:.2f}" for name, m in measured.items()))
     allowed = [t for t in table[1:] if t["files"]["accuracy"] >= args.min_accuracy]
     chosen = max(allowed, key=lambda t: t["mean_dsc"]) if allowed else table[0]
-    print(f"chosen gate: {chosen['gate']} (training split, {len(train)} images)")
+    print(f"{'chosen' if args.split == 'train' else 'the rule would choose'} gate: "
+          f"{chosen['gate']} ({args.split} split, {len(samples)} images)")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"chosen": chosen["gate"], "table": table, "images": len(train),
-                       "min_accuracy": args.min_accuracy}, handle, indent=1)
+            json.dump({"chosen": chosen["gate"], "table": table, "images": len(samples),
+                       "split": args.split, "min_accuracy": args.min_accuracy}, handle,
+                      indent=1)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from forgeryloc.cli import app
+from forgeryloc.image_scores import image_score
 from forgeryloc.imaging import decode_picture
 from forgeryloc.jpeg_input import read_jpeg_input
 from forgeryloc.predict import Finding, Predictor
@@ -203,10 +204,11 @@ def test_images_without_jpeg_evidence_are_flagged_at_the_pixel_paths_threshold(s
     assert evaluate_samples(predictor, samples).summary["score_threshold"] == 2.0
 
 
-def test_files_below_the_streams_gate_are_read_by_the_pixel_path(shared, tmp_path, predictor):
+def test_files_below_the_streams_gate_get_the_pixel_paths_map(shared, tmp_path, predictor):
     """A checkpoint's jpeg_gate_logit: a file whose stream logits all stay below it gets the
-    pixel path's map, score threshold and a record saying why; at or above it, the fusion.
-    Checked with gates above and below the file's largest logit."""
+    pixel path's map and a record saying why, while its score and flag threshold stay those
+    of the fused map; at or above it, the fusion throughout. Checked with gates above and
+    below the file's largest logit."""
     from forgeryloc.evaluate import evaluate_samples
     from forgeryloc.data.datasets import Sample
     from forgeryloc.render import read_probability_png
@@ -217,7 +219,7 @@ def test_files_below_the_streams_gate_are_read_by_the_pixel_path(shared, tmp_pat
     (tmp_path / "splice.jpg").write_bytes(data)
     largest = float(predictor.jpeg_block_logits(read_jpeg_input(data)[0]).max())
     model, card = load_model()
-    card.score_threshold, card.pixel_score_threshold = 2.0, 0.0  # fused: never; pixels: always
+    card.score_threshold, card.pixel_score_threshold = 0.0, 2.0  # fused: always; pixels: never
     rgb = np.asarray(decode_picture(data)[0])
     maps = predictor.maps_from_resized(predictor.forward(predictor.preprocess(rgb)[None]), 0,
                                        *rgb.shape[:2])
@@ -235,18 +237,26 @@ def test_files_below_the_streams_gate_are_read_by_the_pixel_path(shared, tmp_pat
         records[name] = json.loads((out / "report.json").read_text())["images"][0]
         written = read_probability_png(out / records[name]["outputs"]["prob"])
         gated = Predictor(*load_model(weights), "cpu")
-        expected[name] = Finding.from_maps(gated.with_jpeg(maps, read_jpeg_input(data)[0]))
+        expected[name] = Finding.from_maps(gated.with_jpeg(maps, read_jpeg_input(data)[0]),
+                                           gated.info.image_score)
         np.testing.assert_allclose(written, expected[name].probability, atol=2e-5)
     below, above = records["below"], records["above"]
-    assert below["jpeg_evidence"].startswith("read, not used")
+    assert below["jpeg_evidence"].startswith("read, in the score only")
     assert f"{largest:.2f}" in below["jpeg_evidence"]
     assert above["jpeg_evidence"] == "used"
-    assert below["flagged"] is True and above["flagged"] is False  # each path's threshold
-    # below the gate the map is the pixel path's, as without JPEG evidence
-    pixels = Finding.from_maps(predictor.with_jpeg(maps, None)).probability
-    np.testing.assert_allclose(expected["below"].probability, pixels, atol=1e-6)
-    assert np.abs(expected["above"].probability - pixels).max() > 0.05
-    # evaluate counts the images the pixel path read and flags them at its threshold
+    assert below["flagged"] is True and above["flagged"] is True  # the fused threshold
+    # below the gate the map is the pixel path's, as without JPEG evidence ...
+    statistic = card.image_score
+    pixels = Finding.from_maps(predictor.with_jpeg(maps, None), statistic)
+    np.testing.assert_allclose(expected["below"].probability, pixels.probability, atol=1e-6)
+    assert np.abs(expected["above"].probability - pixels.probability).max() > 0.05
+    # ... and the score the fused map's
+    fused_score = image_score(expected["above"].probability, statistic)
+    assert abs(fused_score - pixels.score) > 0.01
+    for record in (below, above):
+        assert record["score"] == pytest.approx(fused_score, abs=1e-5)
+    assert expected["below"].score == pytest.approx(fused_score, abs=1e-6)
+    # evaluate counts the maps the pixel path drew and flags every file at the fused threshold
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
     sample = Sample(image=tmp_path / "splice.jpg", mask=tmp_path / "mask.png",
                     tampered=True, name="splice")
@@ -254,4 +264,5 @@ def test_files_below_the_streams_gate_are_read_by_the_pixel_path(shared, tmp_pat
         result = evaluate_samples(Predictor(*load_model(tmp_path / f"gate-{name}.safetensors"),
                                             "cpu"), [sample])
         assert result.summary["pixel_path_images"] == int(pixel_path)
-        assert result.rows[0]["flag_threshold"] == (0.0 if pixel_path else 2.0)
+        assert result.rows[0]["flag_threshold"] == 0.0
+        assert result.rows[0]["score"] == pytest.approx(fused_score, abs=1e-5)

@@ -218,6 +218,7 @@ def test_a_checkpoints_floor_is_applied_to_the_stream_logits(tmp_path):
     model, card = load_model()
     assert card.jpeg_logit_floor is None
     card.jpeg_logit_floor = -1.5
+    card.jpeg_gate_logit = None  # every file's map fused
     path = tmp_path / "floored.safetensors"
     save_checkpoint(model, card, path)
     model, card = load_model(path)
