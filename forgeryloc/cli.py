@@ -373,11 +373,12 @@ def scan(
                                           "estimated from them (jpeg_evidence says so)."),
     without_jpeg: bool = typer.Option(False, "--without-jpeg", help="Give the model's JPEG "
                                       "stream nothing: the pixel network alone, for every "
-                                      "file (without it, a file in which the stream finds "
-                                      "nothing above the checkpoint's gate goes that way "
-                                      "by itself: a copy a share site resized and re-saved, "
-                                      "above all). Flags use the checkpoint's pixel-path "
-                                      "threshold."),
+                                      "file, map and score (without it, a file in which the "
+                                      "stream finds nothing above the checkpoint's gate gets "
+                                      "the pixel network's map by itself, and a score that "
+                                      "still weighs the stream: a copy a share site resized "
+                                      "and re-saved, above all). Flags use the checkpoint's "
+                                      "pixel-path threshold."),
     verbose: bool = VERBOSE,
 ) -> None:
     from .scan_command import ScanRequest, execute_scan

@@ -8,13 +8,16 @@ size: the history is weakened), and as a share-site copy (resized by 0.75, re-sa
 the history the stream reads is gone, and its low logits would veto the pixels). For each
 candidate gate the script reports, on each reading, DSC (paper protocol), image AUC and
 accuracy (as a scan flags: images with coefficients at the fused score's threshold), and the
-share of maps the pixel path drew. The choice: the candidate with the best mean DSC over the
-readings whose accuracy on the files stays at least --min-accuracy; the ungated model when
-none does.
+share of maps the pixel path drew. The choice: among the candidates whose accuracy on the files
+stays at least --min-accuracy, the smallest gate whose mean DSC over the readings comes within
+--tolerance of the best (the training split flatters the pixel path, whose network was
+trained on those images: where gates tie there, the one that keeps more of the stream wins);
+the ungated model when none qualifies.
 --split val measures the held-back share instead (to report, not to choose).
 
     python scripts/calibrate_jpeg_gate.py CHECKPOINT DATASET [--val-fraction 0.25 --seed 0]
-        [--candidates -1,0,1,2,3] [--min-accuracy 0.9] [--split train] [--json OUT]
+        [--candidates=-1,0,1,2,3] [--min-accuracy 0.9] [--tolerance 0.001] [--split train]
+        [--json OUT]
 """
 import argparse
 import json
@@ -82,6 +85,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--candidates", default="-1,0,1,2,3")
     parser.add_argument("--min-accuracy", type=float, default=0.9)
+    parser.add_argument("--tolerance", type=float, default=0.001)
     parser.add_argument("--split", choices=("train", "val"), default="train")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -104,13 +108,16 @@ def main() -> None:
             f"{name}: DSC {m['dsc']:.3f} AUC {m['image_auc']:.3f} acc {m['accuracy']:.3f} "
             f"pixel path {m['pixel_path']:.2f}" for name, m in measured.items()))
     allowed = [t for t in table[1:] if t["files"]["accuracy"] >= args.min_accuracy]
-    chosen = max(allowed, key=lambda t: t["mean_dsc"]) if allowed else table[0]
+    best = max((t["mean_dsc"] for t in allowed), default=None)
+    chosen = min((t for t in allowed if t["mean_dsc"] >= best - args.tolerance),
+                 key=lambda t: t["gate"]) if allowed else table[0]
     print(f"{'chosen' if args.split == 'train' else 'the rule would choose'} gate: "
           f"{chosen['gate']} ({args.split} split, {len(samples)} images)")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"chosen": chosen["gate"], "table": table, "images": len(samples),
-                       "split": args.split, "min_accuracy": args.min_accuracy}, handle,
+                       "split": args.split, "min_accuracy": args.min_accuracy,
+                       "tolerance": args.tolerance}, handle,
                       indent=1)
 
 

@@ -65,10 +65,10 @@ def main() -> None:
         calibration = json.loads(Path(args.jpeg_gate_calibration).read_text())
         card.provenance["jpeg_gate"] = {
             "chosen": calibration["chosen"], "images": calibration["images"],
-            "rule": f"best mean DSC over the training split's files, their q90 re-saves and "
-                    f"their x0.75/q90 copies with accuracy on the files >= "
-                    f"{calibration['min_accuracy']} (a gated file's map is the pixel path's, "
-                    f"its score the fused map's)",
+            "rule": f"the smallest gate within {calibration['tolerance']} of the best mean DSC "
+                    f"over the training split's files, their q90 re-saves and their x0.75/q90 "
+                    f"copies, with accuracy on the files >= {calibration['min_accuracy']} (a "
+                    f"gated file's map is the pixel path's, its score the fused map's)",
             "table": calibration["table"]}
     repair_legacy_provenance(card)
     card.provenance["hardware"] = args.hardware
