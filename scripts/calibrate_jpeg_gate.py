@@ -90,7 +90,7 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     samples = split_holdout(read_dataset(args.dataset), args.val_fraction,
-                          args.seed)[args.split == "val"]
+                            args.seed)[args.split == "val"]
     model, card = load_model(args.checkpoint)
     if model.config.jpeg_stream is None:
         parser.error("the checkpoint has no JPEG stream")
@@ -117,8 +117,7 @@ def main() -> None:
         with open(args.json, "w") as handle:
             json.dump({"chosen": chosen["gate"], "table": table, "images": len(samples),
                        "split": args.split, "min_accuracy": args.min_accuracy,
-                       "tolerance": args.tolerance}, handle,
-                      indent=1)
+                       "tolerance": args.tolerance}, handle, indent=1)
 
 
 if __name__ == "__main__":
