@@ -42,7 +42,7 @@ OUTPUT_KEYS = ("overlay", "mask", "prob", "difficulty", "ela", "noise", "dq")
 CSV_COLUMNS = (
     "path", "relative_path", "sha256", "bytes", "width", "height", "format", "mode",
     *(f"exif_{key}" for key in EXIF_KEYS),
-    "score", "area", "flagged", "difficulty_label", "difficulty_score", "jpeg_evidence",
+    "score", "area", "flagged", "scope", "difficulty_label", "difficulty_score", "jpeg_evidence",
     *CLUE_COLUMNS,
     *(f"output_{key}" for key in OUTPUT_KEYS),
     "error",
@@ -419,6 +419,8 @@ def _result_cells(record: dict) -> str:
                 f"</span> {_esc(message)}</td>")
     score, area = _finite(record.get("score")), _finite(record.get("area"))
     verdict = ("<span class=\"badge flagged\">FLAGGED</span>" if record.get("flagged")
+               else f"<span class=\"badge clear\" title=\"{_esc(record['scope'])}\">not a "
+                    f"photograph: not flagged</span>" if record.get("scope")
                else "<span class=\"badge clear\">not flagged</span>")
     difficulty = record.get("difficulty") or {}
     level = _finite(difficulty.get("score"))

@@ -42,6 +42,7 @@ from . import pixel_jpeg
 from .png import PngStream
 from .predict import Predictor
 from .preprocess import resize_rgb, to_tensor
+from .scope import picture_kind
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,8 @@ def load_item(entry: InputEntry, settings: ScanSettings, size: int, mean, std,
                                  f"{str(error)[:200]})")
         return item
     height, width = meta.height, meta.width
+    # a drawn picture (a mask, a logo, a cartoon) is scored but never flagged (scope.py)
+    item["scope"] = _scope(picture)
     item["meta"] = {"width": width, "height": height, "format": meta.format,
                     "mode": meta.mode, "frames": meta.frames, "exif": meta.exif}
     if settings.mode == "tile":
@@ -163,6 +166,15 @@ def _file_clues(data: bytes, meta, picture, jpeg, jpeg_note: str, preview: np.nd
     except Exception as error:  # noqa: BLE001
         log.warning("file clues failed: %s", error)
         return {"error": one_line(f"{type(error).__name__}: {str(error)[:200]}")}
+
+
+def _scope(picture: Image.Image) -> str | None:
+    """scope.PictureKind.note; a failure there leaves the image a photograph, never lost."""
+    try:
+        return picture_kind(picture).note()
+    except Exception as error:  # noqa: BLE001
+        log.warning("the picture's kind could not be measured: %s", error)
+        return None
 
 
 class ScanInputs(Dataset):
@@ -276,6 +288,8 @@ def base_record(entry: InputEntry, item: dict) -> dict:
             "format": meta.get("format"), "mode": meta.get("mode"),
             "exif": meta.get("exif", {}), "score": None, "area": None, "flagged": None,
             "difficulty": None, "outputs": None,
+            # None for a photograph; why a drawn picture is not flagged (scope.py)
+            "scope": item.get("scope"),
             # A model with a JPEG stream: "used", or why the file gave no JPEG evidence.
             "jpeg_evidence": item.get("jpeg_evidence"),
             # Named facts read from the file (evidence.file_clues); none is a verdict.
@@ -291,7 +305,8 @@ def image_outcome(out: Path, entry: InputEntry, item: dict, maps: ImageMaps,
     source = (item.pop("evidence_rgb", None), item.pop("evidence_jpeg", None)) \
         if settings.evidence else None
     try:
-        written = write_outputs(out, entry, maps, item["preview"].numpy(), settings, source)
+        written = write_outputs(out, entry, maps, item["preview"].numpy(), settings, source,
+                                photograph=item.get("scope") is None)
     except OSError as error:
         raise output_error(entry, out, error) from None
     del source
@@ -361,18 +376,19 @@ class WrittenOutputs:
 
 
 def write_outputs(out_dir: Path, entry: InputEntry, maps: ImageMaps, preview: np.ndarray,
-                  settings: ScanSettings, evidence_source: tuple | None = None
-                  ) -> WrittenOutputs:
+                  settings: ScanSettings, evidence_source: tuple | None = None,
+                  photograph: bool = True) -> WrittenOutputs:
     """One pass over the maps' bands writes the full-resolution probability map and mask and
     sums the score and area; the overlay and difficulty pictures are drawn at preview size.
     evidence_source: (decoded picture, JPEG coefficients or None) for settings.evidence's
-    layers, written at the picture's own size beside the others."""
+    layers, written at the picture's own size beside the others. photograph: False for a
+    drawn picture (scope.py), which is never flagged."""
     paths = output_paths(entry)
     layer_paths = {name: f"{entry.relative_path}.{name}.png" for name in settings.evidence} \
         if evidence_source is not None else {}
     try:
         with FileSet():  # the pictures appear together, synced in one go
-            written = _write_outputs(out_dir, paths, maps, preview, settings)
+            written = _write_outputs(out_dir, paths, maps, preview, settings, photograph)
             if layer_paths:
                 from .evidence.layers import write_layers
                 made, written.evidence_absent = write_layers(out_dir, layer_paths,
@@ -388,7 +404,7 @@ def write_outputs(out_dir: Path, entry: InputEntry, maps: ImageMaps, preview: np
 
 
 def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, preview: np.ndarray,
-                   settings: ScanSettings) -> WrittenOutputs:
+                   settings: ScanSettings, photograph: bool) -> WrittenOutputs:
     from . import render
 
     height, width = maps.height, maps.width
@@ -409,9 +425,10 @@ def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, previe
     score, area = round(scoring.value(), 6), round(marked / (height * width), 6)
     # the checkpoint's pixel-path threshold for maps without JPEG evidence, unless
     # --flag-threshold set one for all (scan_command)
-    flagged = score >= flag_threshold(maps, settings.flag_threshold,
-                                      settings.pixel_flag_threshold)
-    title = f"score {score:.3f} · area {100 * area:.1f}%" + (" · FLAGGED" if flagged else "")
+    flagged = photograph and score >= flag_threshold(maps, settings.flag_threshold,
+                                                     settings.pixel_flag_threshold)
+    title = f"score {score:.3f} · area {100 * area:.1f}%" + (
+        " · FLAGGED" if flagged else "" if photograph else " · not a photograph: not flagged")
     height, width = preview.shape[:2]
     probability, curvature = maps.preview(height, width)
     overlay = render.overlay_image(preview, probability, settings.threshold, title=title)
@@ -506,11 +523,12 @@ class ScanResult:
     def counts(self) -> dict:
         errors = sum(1 for r in self.records if r["error"])
         flagged = sum(1 for r in self.records if r.get("flagged"))
+        drawn = sum(1 for r in self.records if r.get("scope"))  # never flagged (scope.py)
         # decoded, but libjpeg met corrupt or truncated data on the way (clues.decode_warnings)
         warned = sum(1 for r in self.records if (r.get("clues") or {}).get("decode_warnings"))
         return {"inputs": len(self.records), "scanned": len(self.records) - errors,
                 "flagged": flagged, "unreadable": errors, "resumed": self.resumed,
-                "decode_warnings": warned}
+                "decode_warnings": warned, "not_photographs": drawn}
 
 
 def _now() -> str:

@@ -116,6 +116,33 @@ def test_exit_codes_for_clean_and_flagged_batches(folder, tmp_path, tiny_checkpo
     assert all(r["flagged"] for r in _report(tmp_path / "o2")["images"])
 
 
+def test_drawn_pictures_are_scored_but_never_flagged(folder, tmp_path, tiny_checkpoint):
+    """A mask-like drawing gets its maps and score, and a `scope` that says why no flag: even
+    at a flag threshold that flags every photograph."""
+    (folder / "broken.jpg").unlink()
+    drawing = Image.new("L", (90, 70), 0)
+    drawing.paste(255, (20, 10, 60, 50))
+    drawing.save(folder / "drawing.png")
+    out = tmp_path / "out"
+    result = _scan([folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0",
+                    "--flag-threshold", "0"])
+    assert result.exit_code == 0, result.output
+    assert "1 not photographs, never flagged" in " ".join(result.output.split())
+    report = _report(out)
+    images = {r["relative_path"]: r for r in report["images"]}
+    drawn = images.pop("drawing.png")
+    assert drawn["flagged"] is False and drawn["score"] is not None
+    assert drawn["scope"].startswith("not a photograph (2 colours")
+    assert all((out / path).is_file() for path in drawn["outputs"].values())
+    assert images and all(r["flagged"] and r["scope"] is None for r in images.values())
+    counts = report["run"]["counts"]
+    assert counts["not_photographs"] == 1 and counts["flagged"] == len(images)
+    rows = {r["relative_path"]: r for r in csv.DictReader(open(out / "report.csv",
+                                                                encoding="utf-8"))}
+    assert rows["drawing.png"]["scope"] == drawn["scope"] and rows["a.jpg"]["scope"] == ""
+    assert "not a photograph: not flagged" in (out / "report.html").read_text(encoding="utf-8")
+
+
 def test_usage_errors_exit_2(folder, tmp_path, tiny_checkpoint):
     inside = _scan([folder, "-o", folder / "out", "--weights", tiny_checkpoint])
     assert inside.exit_code == 2 and "inside the input folder" in inside.output
