@@ -4,6 +4,8 @@ threshold and the hardware recorded in the provenance.
     python scripts/ship_weights.py runs/b0-256/best.safetensors --score-threshold T \
         --hardware "2 CPU cores" [--image-score top1%] [--pixel-score-threshold T2] \
         [--note ...] [--evaluation EVALUATE.json]
+        [--flag-calibration FLAG.json] [--pixel-flag-calibration PIXEL_FLAG.json]
+            (calibrate_flag_threshold.py outputs, kept in the provenance)
 """
 import argparse
 import json
@@ -47,6 +49,10 @@ def main() -> None:
                         "(calibrate_jpeg_gate.py)")
     parser.add_argument("--jpeg-gate-calibration", default=None, help="calibrate_jpeg_gate.py "
                         "--json output, recorded in the provenance")
+    parser.add_argument("--flag-calibration", default=None, help="calibrate_flag_threshold.py "
+                        "output of --score-threshold, recorded in the provenance")
+    parser.add_argument("--pixel-flag-calibration", default=None, help="the same for "
+                        "--pixel-score-threshold")
     parser.add_argument("--hardware", required=True)
     parser.add_argument("--note", default="")
     parser.add_argument("--metrics", default=None, help="metrics.jsonl of the run to copy beside")
@@ -70,6 +76,17 @@ def main() -> None:
                     f"copies, with accuracy on the files >= {calibration['min_accuracy']} (a "
                     f"gated file's map is the pixel path's, its score the fused map's)",
             "table": calibration["table"]}
+    for key, path, threshold in (("flag_threshold", args.flag_calibration,
+                                  args.score_threshold),
+                                 ("pixel_flag_threshold", args.pixel_flag_calibration,
+                                  args.pixel_score_threshold)):
+        if path:
+            calibration = json.loads(Path(path).read_text())
+            if calibration["threshold"] != threshold:
+                raise SystemExit(f"{path} chose {calibration['threshold']}, not {threshold}")
+            card.provenance[key] = {name: calibration[name] for name in (
+                "threshold", "rule", "image_score", "without_jpeg", "chosen", "balanced",
+                "authentic_images", "held_out_false_alarms") if name in calibration}
     repair_legacy_provenance(card)
     card.provenance["hardware"] = args.hardware
     if args.note:

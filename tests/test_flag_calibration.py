@@ -1,0 +1,38 @@
+"""scripts/calibrate_flag_threshold.py: the false-alarm rule and the authentic halves."""
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "calibrate_flag_threshold.py"
+    spec = importlib.util.spec_from_file_location("calibrate_flag_threshold", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_lowest_threshold_that_keeps_false_alarms_within_the_rate(calibration):
+    authentic = np.array([0.1, 0.2, 0.5, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999])
+    candidates = np.unique(np.concatenate([authentic, [0.3, 0.96, 0.98]]))
+    # at most 2 of 10 may reach it: 0.99 lets 3 through, 0.995 two
+    assert calibration.lowest_threshold_within(authentic, candidates, 0.2) == 0.995
+    assert calibration.false_alarms(authentic, 0.995) == 0.2
+    assert calibration.lowest_threshold_within(authentic, candidates, 0.4) == 0.96
+    assert calibration.lowest_threshold_within(authentic, candidates, 0.5) == 0.95
+    with pytest.raises(SystemExit):
+        calibration.lowest_threshold_within(authentic, candidates, 0.05)
+
+
+def test_authentic_halves_alternate_in_name_order(calibration, tmp_path):
+    for name in ("d.jpg", "a.png", "c.jpg", "b.jpg", "e.tif"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    (tmp_path / "notes.txt").write_text("not an image")
+    calibrate, held_out = calibration.authentic_halves(tmp_path)
+    assert [s.name for s in calibrate] == ["a.png", "c.jpg", "e.tif"]
+    assert [s.name for s in held_out] == ["b.jpg", "d.jpg"]
+    assert not any(s.tampered or s.mask for s in calibrate + held_out)
