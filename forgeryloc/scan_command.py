@@ -316,7 +316,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
             f"{counts['inputs'] - counts['resumed']} now)" if request.resume else ""
         warned = f", {counts['decode_warnings']} with corrupt JPEG data (decode warnings)" \
             if counts["decode_warnings"] else ""
-        drawn = f" ({counts['not_photographs']} not photographs, never flagged)" \
+        drawn = f" ({_plural(counts['not_photographs'], 'drawn picture')}, never flagged)" \
             if counts["not_photographs"] else ""
         console.print(f"scanned {counts['scanned']} of {counts['inputs']} images{reused}, "
                       f"{counts['flagged']} flagged{drawn}, {counts['unreadable']} unreadable"

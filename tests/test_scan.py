@@ -127,7 +127,7 @@ def test_drawn_pictures_are_scored_but_never_flagged(folder, tmp_path, tiny_chec
     result = _scan([folder, "-o", out, "--weights", tiny_checkpoint, "--workers", "0",
                     "--flag-threshold", "0"])
     assert result.exit_code == 0, result.output
-    assert "1 not photographs, never flagged" in " ".join(result.output.split())
+    assert "(1 drawn picture, never flagged)" in " ".join(result.output.split())
     report = _report(out)
     images = {r["relative_path"]: r for r in report["images"]}
     drawn = images.pop("drawing.png")
