@@ -65,6 +65,7 @@ SUMMARY_FIELDS = (
     ("Model", (("weights", "config"), ("model", "name"), ("model_config",))),
     ("Input size", (("weights", "input_size"), ("model", "input_size"))),
     ("Image score", (("image_score",),)),
+    ("What a flag means", (("flag_meaning",),)),
     ("Device", (("device",),)),
     ("Started", (("started",), ("started_at",))),
     ("Finished", (("finished",), ("finished_at",))),

@@ -91,6 +91,28 @@ def _log_timings(seconds: dict[str, float], images: int, reports: float, wall: f
              "wall time %.2f s", images, stages or "none", reports, wall)
 
 
+def flag_meaning(card, settings: ScanSettings, user_threshold: bool) -> str:
+    """For the reports: the flag thresholds used and what they were calibrated for (the
+    checkpoint's provenance), or that --flag-threshold set them."""
+    pixel = settings.pixel_flag_threshold
+    at = f"{settings.flag_threshold:g}" + (
+        f" ({pixel:g} for images without JPEG evidence)"
+        if pixel is not None and pixel != settings.flag_threshold else "")
+    if user_threshold:
+        return f"an image is flagged at a score of {at}, set by --flag-threshold (not calibrated)"
+    calibration = card.provenance.get("flag_threshold")
+    if not isinstance(calibration, dict) or "rule" not in calibration:
+        return (f"an image is flagged at a score of {at}, the checkpoint's threshold (how it was "
+                f"chosen is not recorded in the checkpoint)")
+    held_out = calibration.get("held_out_false_alarms") or {}
+    # keys name a folder and the half: "<path>/imagenet-sample (held-out half, 150 images)"
+    rates = "; ".join(f"{100 * rate:.1f}% of {name.rsplit('/', 1)[-1]}"
+                      for name, rate in held_out.items())
+    return (f"an image is flagged at a score of {at}, the checkpoint's threshold: "
+            f"{calibration['rule']}" + (f"; authentic photos held out and flagged: {rates}"
+                                        if rates else ""))
+
+
 def case_record(case: str | None, examiner: str | None) -> dict:
     """Who scanned what where: the case and examiner as given, this host and user."""
     try:
@@ -286,6 +308,7 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         "started": result.started, "finished": result.finished,
         "counts": {**result.counts, "skipped": len(skipped)},
         "image_score": STATISTICS[settings.image_score],
+        "flag_meaning": flag_meaning(card, settings, request.flag_threshold is not None),
         "case": case_record(request.case, request.examiner),
     }
     from .report import write_reports

@@ -1,6 +1,7 @@
 """End-to-end tests of `forgeryloc scan` through the CLI, on tiny folders and a tiny model."""
 import csv
 import hashlib
+import html
 import io
 import json
 import os
@@ -141,6 +142,38 @@ def test_drawn_pictures_are_scored_but_never_flagged(folder, tmp_path, tiny_chec
                                                                 encoding="utf-8"))}
     assert rows["drawing.png"]["scope"] == drawn["scope"] and rows["a.jpg"]["scope"] == ""
     assert "not a photograph: not flagged" in (out / "report.html").read_text(encoding="utf-8")
+
+
+def test_reports_say_what_a_flag_means(folder, tmp_path, tiny_checkpoint):
+    """The run records the flag thresholds used and how they were chosen: from the checkpoint's
+    calibration when it holds one, or as set by hand."""
+    from forgeryloc.weights import load_model, save_checkpoint
+
+    (folder / "broken.jpg").unlink()
+    model, card = load_model(tiny_checkpoint)
+    card.score_threshold, card.pixel_score_threshold = 0.9, 0.95
+    card.provenance["flag_threshold"] = {
+        "rule": "best balanced accuracy, raised until at most 0.05 of every authentic set is "
+                "flagged", "held_out_false_alarms": {"../x/photos (held-out half, 10 images)": 0.1}}
+    calibrated = tmp_path / "calibrated.safetensors"
+    save_checkpoint(model, card, calibrated)
+    meanings = {}
+    for name, weights, extra in (("calibrated", calibrated, []),
+                                 ("by hand", calibrated, ["--flag-threshold", "0.7"]),
+                                 ("unrecorded", tiny_checkpoint, [])):
+        out = tmp_path / name.replace(" ", "-")
+        assert _scan([folder, "-o", out, "--weights", weights, "--workers", "0",
+                      *extra]).exit_code == 0
+        meanings[name] = _report(out)["run"]["flag_meaning"]
+        assert html.escape(meanings[name]) in (out / "report.html").read_text(encoding="utf-8")
+    assert meanings["calibrated"] == (
+        "an image is flagged at a score of 0.9 (0.95 for images without JPEG evidence), the "
+        "checkpoint's threshold: best balanced accuracy, raised until at most 0.05 of every "
+        "authentic set is flagged; authentic photos held out and flagged: 10.0% of photos "
+        "(held-out half, 10 images)")
+    assert meanings["by hand"] == ("an image is flagged at a score of 0.7, set by "
+                                   "--flag-threshold (not calibrated)")
+    assert "how it was chosen is not recorded" in meanings["unrecorded"]
 
 
 def test_usage_errors_exit_2(folder, tmp_path, tiny_checkpoint):
