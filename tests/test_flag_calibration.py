@@ -1,19 +1,13 @@
 """scripts/calibrate_flag_threshold.py: the false-alarm rule and the authentic halves."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
+from script_loading import load_script
 
 
 @pytest.fixture(scope="module")
 def calibration():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "calibrate_flag_threshold.py"
-    spec = importlib.util.spec_from_file_location("calibrate_flag_threshold", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("calibrate_flag_threshold")
 
 
 def test_the_lowest_threshold_that_keeps_false_alarms_within_the_rate(calibration):

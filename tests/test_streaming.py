@@ -292,13 +292,8 @@ def test_tiles_leave_no_seams_in_a_smooth_picture(picture):
 
 def _tile_seams():
     """scripts/tile_seams.py, the measurement of steps at tile borders."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "scripts" / "tile_seams.py"
-    spec = importlib.util.spec_from_file_location("tile_seams", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from script_loading import load_script
+    return load_script("tile_seams")
 
 
 @pytest.mark.parametrize("picture", ["flat", "sky"])

@@ -306,15 +306,11 @@ def test_shipping_repairs_the_provenance_of_older_checkpoints(tiny_config):
     """A checkpoint resumed from a tiny model under the old trainer said arch m2sformer-b2, an
     empty device and `epoch` for the completed count: shipping records what the file holds
     (in a fused file, in its RGB part's provenance)."""
-    import importlib.util
-    from pathlib import Path
+    from script_loading import load_script
 
     from forgeryloc.model.jpeg_stream import JpegStreamConfig
     from forgeryloc.weights import CheckpointInfo
-    path = Path(__file__).resolve().parents[1] / "scripts" / "ship_weights.py"
-    spec = importlib.util.spec_from_file_location("ship_weights", path)
-    ship_weights = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ship_weights)
+    ship_weights = load_script("ship_weights")
     card = CheckpointInfo(config=tiny_config, provenance={
         "recipe": {"arch": "m2sformer-b2", "lr": 1e-4}, "device": "", "epoch": 13, "step": 9})
     ship_weights.repair_legacy_provenance(card)
