@@ -10,13 +10,16 @@ of casia1-dev flagged 2% of its held-out authentic images and 37% of an ImageNet
 
 --authentic FOLDER: photos known to be authentic, from elsewhere. Sorted by name, the files at
 even positions calibrate; those at odd positions are held out, scored only to report the
-false-alarm rate the chosen threshold gives on them (--report-held-out).
+false-alarm rate the chosen threshold gives on them (--report-held-out). --authentic LIST.txt
+(one path per line): every listed photo calibrates; --held-out LIST.txt or FOLDER: photos
+only scored for the report (e.g. when part of a folder went into training).
 
     python scripts/calibrate_flag_threshold.py CHECKPOINT DATASET [--val-fraction 0.25 --seed 0]
         [--image-score top1%]   (the statistic to calibrate for; default: the checkpoint's)
         [--without-jpeg]        (the pixel path's threshold: scores made without JPEG evidence,
                                  for ship_weights.py --pixel-score-threshold)
-        [--authentic FOLDER ... --max-false-alarms 0.05 --report-held-out]
+        [--authentic FOLDER|LIST.txt ... --max-false-alarms 0.05 --report-held-out
+         --held-out FOLDER|LIST.txt ...]
 """
 import argparse
 import json
@@ -50,6 +53,16 @@ def authentic_halves(folder: Path) -> tuple[list[Sample], list[Sample]]:
     return samples[0::2], samples[1::2]
 
 
+def listed_samples(path: Path) -> list[Sample]:
+    """The images of a folder (sorted) or of a text file listing one path per line."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    else:
+        files = [Path(line.strip()) for line in path.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+    return [Sample(image=p, mask=None, name=p.name, tampered=False) for p in files]
+
+
 def lowest_threshold_within(scores: np.ndarray, candidates: np.ndarray, rate: float) -> float:
     """The smallest candidate at which at most `rate` of `scores` reach it."""
     allowed = [t for t in candidates if false_alarms(scores, t) <= rate]
@@ -68,6 +81,7 @@ def main() -> None:
     parser.add_argument("--without-jpeg", action="store_true")
     parser.add_argument("--authentic", type=Path, action="append", default=[])
     parser.add_argument("--max-false-alarms", type=float, default=None)
+    parser.add_argument("--held-out", type=Path, action="append", default=[])
     parser.add_argument("--report-held-out", action="store_true")
     args = parser.parse_args()
     train = split_holdout(read_dataset(args.dataset), args.val_fraction, args.seed)[0]
@@ -83,9 +97,12 @@ def main() -> None:
     scores = np.array([r["score"] for r in rows])
     labels = np.array([r["tampered"] for r in rows])
     authentic = {f"{args.dataset} (training split, authentic)": scores[~labels]}
-    halves = {str(folder): authentic_halves(folder) for folder in args.authentic}
+    halves = {str(path): authentic_halves(path) for path in args.authentic if path.is_dir()}
     for name, (calibration, _) in halves.items():
         authentic[f"{name} (calibration half)"] = scores_of(calibration)
+    for path in args.authentic:
+        if not path.is_dir():
+            authentic[f"{path} (listed)"] = scores_of(listed_samples(path))
     candidates = np.unique(np.round(np.concatenate([scores, *authentic.values()]), 4))
     balanced = float(max(candidates, key=lambda t: balanced_accuracy(scores, labels, t)))
     chosen = balanced
@@ -110,9 +127,12 @@ def main() -> None:
               "chosen": at(chosen), "balanced": at(balanced),
               "authentic_images": {name: len(values) for name, values in authentic.items()}}
     if args.report_held_out:
-        result["held_out_false_alarms"] = {
-            f"{name} (held-out half, {len(held)} images)": false_alarms(scores_of(held), chosen)
-            for name, (_, held) in halves.items()}
+        held_out = {f"{name} (held-out half, {len(held)} images)": held
+                    for name, (_, held) in halves.items()}
+        held_out.update({f"{path} ({len(listed)} images)": listed for path, listed in
+                         ((path, listed_samples(path)) for path in args.held_out)})
+        result["held_out_false_alarms"] = {name: false_alarms(scores_of(samples), chosen)
+                                           for name, samples in held_out.items()}
     print(json.dumps(result, indent=2))
 
 

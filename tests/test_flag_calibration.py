@@ -30,3 +30,15 @@ def test_authentic_halves_alternate_in_name_order(calibration, tmp_path):
     assert [s.name for s in calibrate] == ["a.png", "c.jpg", "e.tif"]
     assert [s.name for s in held_out] == ["b.jpg", "d.jpg"]
     assert not any(s.tampered or s.mask for s in calibrate + held_out)
+
+
+def test_listed_samples_read_a_folder_or_a_list(calibration, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("b.jpg", "a.png"):
+        Image.new("RGB", (8, 8)).save(photos / name)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{photos / 'b.jpg'}\n\n{photos / 'a.png'}\n")
+    assert [s.image.name for s in calibration.listed_samples(photos)] == ["a.png", "b.jpg"]
+    assert [s.image.name for s in calibration.listed_samples(listing)] == ["b.jpg", "a.png"]
+    assert not any(s.tampered for s in calibration.listed_samples(listing))
