@@ -1,5 +1,5 @@
-"""The image-score threshold at which a checkpoint flags an image, chosen on images the training
-never saw being held back for (the held-back share of the dataset is never read here).
+"""The image-score threshold at which a checkpoint flags an image, chosen without the dataset's
+held-back share (never read here).
 
 Rule: the threshold with the best balanced accuracy (mean of the tampered and the authentic
 recall) over the dataset's training split; with --max-false-alarms RATE, raised where needed
@@ -45,14 +45,6 @@ def false_alarms(scores: np.ndarray, threshold: float) -> float:
     return float(np.mean(scores >= threshold))
 
 
-def authentic_halves(folder: Path) -> tuple[list[Sample], list[Sample]]:
-    """(calibration, held out): the folder's images sorted by name, even and odd positions."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    samples = [Sample(image=p, mask=None, name=p.relative_to(folder).as_posix(), tampered=False)
-               for p in files]
-    return samples[0::2], samples[1::2]
-
-
 def listed_samples(path: Path) -> list[Sample]:
     """The images of a folder (sorted) or of a text file listing one path per line."""
     if path.is_dir():
@@ -61,6 +53,12 @@ def listed_samples(path: Path) -> list[Sample]:
         files = [Path(line.strip()) for line in path.read_text(encoding="utf-8").splitlines()
                  if line.strip()]
     return [Sample(image=p, mask=None, name=p.name, tampered=False) for p in files]
+
+
+def authentic_halves(folder: Path) -> tuple[list[Sample], list[Sample]]:
+    """(calibration, held out): the folder's images sorted by path, even and odd positions."""
+    samples = listed_samples(folder)
+    return samples[0::2], samples[1::2]
 
 
 def lowest_threshold_within(scores: np.ndarray, candidates: np.ndarray, rate: float) -> float:
