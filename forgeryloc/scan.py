@@ -442,9 +442,11 @@ def _write_outputs(out_dir: Path, paths: dict[str, str], maps: ImageMaps, previe
     # comes at the network's size, in tile mode at the preview's, over the native pixels.
     covered = curvature.shape if settings.mode == "resize" else (maps.height, maps.width)
     cells = (covered[0] / PRIOR_CELL, covered[1] / PRIOR_CELL)
+    backdrop = render.difficulty_backdrop(preview, cells)
     render.save_png(render.difficulty_image(curvature, maps.difficulty_label,
-                                            maps.difficulty_score, size=(width, height),
-                                            photo=preview, cells=cells),
+                                            maps.difficulty_score,
+                                            size=(backdrop.shape[1], backdrop.shape[0]),
+                                            photo=backdrop, cells=cells),
                     out_dir / paths["difficulty"])
     return WrittenOutputs(paths, score, area, flagged, previews)
 

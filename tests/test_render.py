@@ -276,3 +276,15 @@ def test_difficulty_headline_does_not_show_a_saturated_score_as_a_measure():
     assert render.difficulty_headline("easy", 0.0).startswith("difficulty: easy (score saturated")
     assert render.difficulty_headline("hard", 0.73) == "difficulty: hard (score 0.73)"
     assert render.difficulty_headline("easy", float("nan")) == "difficulty: easy (score n/a)"
+
+
+def test_difficulty_backdrop_reduces_the_photo_while_cells_keep_their_pixels():
+    photo = np.zeros((768, 1024, 3), np.uint8)
+    photo[:, 512:] = 200  # the right half bright
+    small = render.difficulty_backdrop(photo, (8.0, 8.0))  # a 256 px network's 8 x 8 cells
+    assert small.shape == (384, 512, 3)
+    assert small[:, :256].max() == 0 and small[:, 256:].min() == 200  # averaged, not shifted
+    assert small.shape[1] / 8 >= render.DIFFICULTY_CELL_PIXELS  # along the long side
+    # a small preview, or a fine grid of cells (tile mode over a large photo), stays as it is
+    assert render.difficulty_backdrop(photo[:500, :700], (8.0, 8.0)).shape == (500, 700, 3)
+    assert render.difficulty_backdrop(photo, (24.0, 32.0)) is photo
