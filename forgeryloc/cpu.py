@@ -29,3 +29,27 @@ def keep_large_allocations() -> bool:
         _tuned = False
     log.info("large-allocation tuning %s", "on" if _tuned else "unavailable")
     return _tuned
+
+
+def one_blas_thread() -> bool:
+    """Limits numpy's BLAS (OpenBLAS, MKL) in this process to one thread, for good.
+
+    The scan's numpy work beside the network is small products (a score's dot product over a
+    map, the 64 x 64 DCT of the double-JPEG clue); on more threads they gain nothing, and the
+    BLAS threads then spin on the cores the network and the other scan workers need: that
+    cost about a tenth of a 2-core scan. Process-wide and idempotent (threadpoolctl, which
+    finds the BLAS libraries loaded here); False where it is not installed."""
+    global _blas_limited
+    if _blas_limited:
+        return True
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency; without it only speed suffers
+        return False
+    threadpool_limits(limits=1, user_api="blas")  # kept: not used as a context manager
+    _blas_limited = True
+    return True
+
+
+_blas_limited = False
+

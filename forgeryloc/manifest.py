@@ -4,6 +4,7 @@ later, shows that nothing in it changed since."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
@@ -28,7 +29,10 @@ def write_manifest(out_dir: str | Path, relative_paths: Iterable[str]) -> tuple[
     order) and replaces manifest.sha256 atomically; returns its path and the number of lines."""
     out_dir = Path(out_dir)
     names = list(dict.fromkeys(relative_paths))
-    lines = b"".join(sha256sum_line(sha256_file(out_dir / name), name) for name in names)
+    # hashlib releases the GIL on large buffers: the files are hashed on every core
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        digests = list(pool.map(lambda name: sha256_file(out_dir / name), names))
+    lines = b"".join(sha256sum_line(digest, name) for digest, name in zip(digests, names))
     target = out_dir / MANIFEST_NAME
     write_bytes_atomic(target, lines)
     return target, len(names)

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 from PIL import Image
-from .cpu import keep_large_allocations
+from .cpu import keep_large_allocations, one_blas_thread
 from .fused_maps import FusedMaps
 from .image_scores import DEFAULT_STATISTIC, ScoreAccumulator
 from .jpeg_input import JpegInput
@@ -97,6 +97,7 @@ class Predictor:
         self.device = torch.device(device)
         if self.device.type == "cpu":
             keep_large_allocations()
+            one_blas_thread()
         self.network = model.to(self.device).eval()  # eager, e.g. for replicas in workers
         self.model = self.network
         self.compiled = compile_model

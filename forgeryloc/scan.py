@@ -28,6 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from .atomic import FileSet, deferred_commits
+from .cpu import one_blas_thread
 from .discover import InputEntry
 from .image_scores import ScoreAccumulator
 from .imaging import (DEFAULT_MAX_PIXELS, ImageReadError, decode_picture, one_line,
@@ -206,6 +207,12 @@ def _preview(picture: Image.Image, max_side: int) -> np.ndarray:
     scale = min(1.0, max_side / max(picture.height, picture.width))
     return resize_rgb(picture, max(1, round(picture.height * scale)),
                       max(1, round(picture.width * scale)))
+
+
+def _worker_init(parent_pid: int, worker_id: int) -> None:
+    """A scan worker dies with the scan and keeps numpy's BLAS on one thread (cpu.py)."""
+    worker_init(parent_pid, worker_id)
+    one_blas_thread()
 
 
 def _collate(items: list[dict]) -> list[dict]:
@@ -705,7 +712,7 @@ def _scan_in_batches(entries: list[InputEntry], out: Path, predictor: Predictor,
     loader = DataLoader(dataset, batch_size=batch_size,
                         num_workers=settings.workers, collate_fn=_collate,
                         prefetch_factor=prefetch,
-                        worker_init_fn=partial(worker_init, os.getpid()))
+                        worker_init_fn=partial(_worker_init, os.getpid()))
     # A writer thread belongs beside a GPU: on a CPU it would take cores from the network.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="forgeryloc-writer") \
         if use_writer else None
@@ -802,8 +809,8 @@ def _scan_in_pipelines(entries: list[InputEntry], out: Path, predictor: Predicto
     # groups handed on as they finish (in_order=False): a worker waits for no other worker's
     # group. Records keep their place by index; the journal lists them as they finish.
     loader = DataLoader(dataset, batch_size=None, num_workers=settings.workers,
-                        collate_fn=_group, prefetch_factor=4 if dataset.group == 1 else 2,
-                        worker_init_fn=partial(worker_init, os.getpid()), **_AS_FINISHED)
+                        collate_fn=_group, prefetch_factor=4 if dataset.group == 1 else 1,
+                        worker_init_fn=partial(_worker_init, os.getpid()), **_AS_FINISHED)
     for outcomes in loader:
         for index, outcome in outcomes:
             if "output_error" in outcome:

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -527,3 +528,38 @@ def test_a_lone_tiled_image_spreads_its_tiles_over_threads_and_reports_them(tmp_
         for relative in record["outputs"].values():
             assert (tmp_path / "t1" / relative).read_bytes() == \
                 (tmp_path / "t3" / relative).read_bytes(), relative
+
+
+BLAS_THREADS = """
+import json, os, sys
+import numpy
+from threadpoolctl import threadpool_info
+
+def blas_threads():
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+before = blas_threads()
+if sys.argv[1] == "predictor":
+    from forgeryloc.predict import Predictor
+    from forgeryloc.weights import load_model
+    Predictor(*load_model(sys.argv[2]), "cpu")
+else:  # what a scan's DataLoader worker runs first
+    from forgeryloc.scan import _worker_init
+    _worker_init(os.getppid(), 0)
+print(json.dumps([before, blas_threads()]))
+"""
+
+
+@pytest.mark.parametrize("where", ["predictor", "worker"])
+def test_scan_processes_keep_numpy_blas_on_one_thread(tiny_checkpoint, where):
+    # BLAS threads spinning beside the network and the other workers cost a 2-core scan
+    # about a tenth of its time (cpu.one_blas_thread)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["OPENBLAS_NUM_THREADS"] = "2"
+    result = subprocess.run([sys.executable, "-c", BLAS_THREADS, where, str(tiny_checkpoint)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    before, after = json.loads(result.stdout.strip().splitlines()[-1])
+    assert before and max(before) == 2  # the limit is not the default
+    assert after and max(after) == 1

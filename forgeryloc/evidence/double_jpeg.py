@@ -138,8 +138,7 @@ def calibration_coefficients(grey: np.ndarray) -> np.ndarray:
     grey = np.asarray(grey, dtype=np.float32)
     rows, cols = grey.shape[0] // 8, grey.shape[1] // 8
     blocks = (grey[:rows * 8, :cols * 8] - 128.0).reshape(rows, 8, cols, 8).transpose(0, 2, 1, 3)
-    blocks = blocks.reshape(-1, 8, 8)                                  # N x 8 x 8
-    return (_DCT @ blocks @ _DCT.T).reshape(-1, 64)
+    return blocks.reshape(-1, 64) @ _DCT_2D                            # N x 64, one product
 
 
 def _dct_matrix() -> np.ndarray:
@@ -150,6 +149,8 @@ def _dct_matrix() -> np.ndarray:
 
 
 _DCT = _dct_matrix()
+# the 2-D DCT of a row-major 8 x 8 block B, D B D^T, as one 64 x 64 matrix on the right
+_DCT_2D = np.kron(_DCT, _DCT).T.copy()
 
 
 def _fit(position: int, step: int, values: np.ndarray, unquantised: np.ndarray
