@@ -148,3 +148,11 @@ def test_scan_writes_the_evidence_pictures_and_records(tmp_path, tiny_checkpoint
     bad = CliRunner().invoke(app, ["scan", str(folder), "-o", str(tmp_path / "o3"),
                                    "--weights", str(tiny_checkpoint), "--evidence", "x"])
     assert bad.exit_code == 2
+
+
+def test_the_histograms_upper_percentile_is_numpys_to_the_last_bit():
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        values = rng.integers(1, int(rng.choice([3, 10, 50, 2000])), int(rng.integers(1, 3000)))
+        for percent in (99.5, 50.0, 37.3, 0.0, 100.0):
+            assert double_jpeg.upper_percentile(values, percent) == np.percentile(values, percent)
