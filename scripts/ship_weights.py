@@ -86,7 +86,8 @@ def main() -> None:
                 raise SystemExit(f"{path} chose {calibration['threshold']}, not {threshold}")
             card.provenance[key] = {name: calibration[name] for name in (
                 "threshold", "rule", "image_score", "without_jpeg", "chosen", "balanced",
-                "authentic_images", "held_out_false_alarms") if name in calibration}
+                "authentic_images", "held_out_false_alarms", "edited_pictures_flagged")
+                if name in calibration}
     repair_legacy_provenance(card)
     card.provenance["hardware"] = args.hardware
     if args.note:
