@@ -52,4 +52,3 @@ def one_blas_thread() -> bool:
 
 
 _blas_limited = False
-

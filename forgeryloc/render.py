@@ -474,9 +474,9 @@ DIFFICULTY_CELL_PIXELS = 64  # see difficulty_backdrop
 def difficulty_backdrop(photo: np.ndarray, cells: tuple[float, float]) -> np.ndarray:
     """The photo the difficulty picture is drawn over: `photo` (h x w x 3 uint8, the preview)
     reduced by the largest whole factor that leaves every prior cell at least
-    DIFFICULTY_CELL_PIXELS pixels along the photo's long side. The picture shows one value per cell, smoothly
-    interpolated; more pixels only cost time (a 256 px network's 8 x 8 cells on a 1024 px
-    preview: 512 px)."""
+    DIFFICULTY_CELL_PIXELS pixels along the photo's long side. The picture shows one value per
+    cell, smoothly interpolated; more pixels only cost time (a 256 px network's 8 x 8 cells on
+    a 1024 px preview: 512 px)."""
     factor = int(max(photo.shape[:2]) // (DIFFICULTY_CELL_PIXELS * max(cells[0], cells[1], 1.0)))
     if factor <= 1:
         return photo

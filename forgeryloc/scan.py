@@ -805,9 +805,12 @@ _AS_FINISHED = {"in_order": False} \
 def _scan_in_pipelines(entries: list[InputEntry], out: Path, predictor: Predictor,
                        settings: ScanSettings, ledger: ScanLedger) -> None:
     dataset = ScanPipelines(entries, out, predictor, settings, ledger.done)
-    # Enough groups queued per worker that one slow image does not leave the others idle, and
-    # groups handed on as they finish (in_order=False): a worker waits for no other worker's
-    # group. Records keep their place by index; the journal lists them as they finish.
+    # Groups handed on as they finish (in_order=False): a worker waits for no other worker's
+    # group. A group of 4 holds a worker for seconds, so none is queued behind the one in
+    # progress (the loader sends a worker its next group as soon as a result arrives, before
+    # this loop journals it): at the end no worker still holds a queued group while another
+    # idles. Tiles go one image per task, four queued. Records keep their place by index;
+    # the journal lists them as they finish.
     loader = DataLoader(dataset, batch_size=None, num_workers=settings.workers,
                         collate_fn=_group, prefetch_factor=4 if dataset.group == 1 else 1,
                         worker_init_fn=partial(_worker_init, os.getpid()), **_AS_FINISHED)
