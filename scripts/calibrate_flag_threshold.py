@@ -12,14 +12,17 @@ of casia1-dev flagged 2% of its held-out authentic images and 37% of an ImageNet
 even positions calibrate; those at odd positions are held out, scored only to report the
 false-alarm rate the chosen threshold gives on them (--report-held-out). --authentic LIST.txt
 (one path per line): every listed photo calibrates; --held-out LIST.txt or FOLDER: photos
-only scored for the report (e.g. when part of a folder went into training).
+only scored for the report (e.g. when part of a folder went into training). --edited LIST.txt
+(file names, one per line, '#' starts a comment): pictures of the --authentic folders that carry
+visible edits (a watermark, a collage, ...): left out of both halves, which keep their places in
+name order, and reported apart (edited_pictures_flagged), since a flag there is no false alarm.
 
     python scripts/calibrate_flag_threshold.py CHECKPOINT DATASET [--val-fraction 0.25 --seed 0]
         [--image-score top1%]   (the statistic to calibrate for; default: the checkpoint's)
         [--without-jpeg]        (the pixel path's threshold: scores made without JPEG evidence,
                                  for ship_weights.py --pixel-score-threshold)
         [--authentic FOLDER|LIST.txt ... --max-false-alarms 0.05 --report-held-out
-         --held-out FOLDER|LIST.txt ...]
+         --held-out FOLDER|LIST.txt ... --edited NAMES.txt]
 """
 import argparse
 import json
@@ -61,6 +64,19 @@ def authentic_halves(folder: Path) -> tuple[list[Sample], list[Sample]]:
     return samples[0::2], samples[1::2]
 
 
+def edited_names(path: Path | None) -> set[str]:
+    """The file names of an --edited list (text after '#' and blank lines ignored)."""
+    if path is None:
+        return set()
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text("utf-8").splitlines())
+    return {line for line in lines if line}
+
+
+def split_edited(samples: list[Sample], edited: set[str]) -> tuple[list[Sample], list[Sample]]:
+    """(plain photos, edited pictures), each in the given order."""
+    return ([s for s in samples if s.name not in edited], [s for s in samples if s.name in edited])
+
+
 def lowest_threshold_within(scores: np.ndarray, candidates: np.ndarray, rate: float) -> float:
     """The smallest candidate at which at most `rate` of `scores` reach it."""
     allowed = [t for t in candidates if false_alarms(scores, t) <= rate]
@@ -81,7 +97,9 @@ def main() -> None:
     parser.add_argument("--max-false-alarms", type=float, default=None)
     parser.add_argument("--held-out", type=Path, action="append", default=[])
     parser.add_argument("--report-held-out", action="store_true")
+    parser.add_argument("--edited", type=Path, default=None)
     args = parser.parse_args()
+    edited = edited_names(args.edited)
     train = split_holdout(read_dataset(args.dataset), args.val_fraction, args.seed)[0]
     model, card = load_model(args.checkpoint)
     card.image_score = args.image_score or card.image_score
@@ -96,8 +114,10 @@ def main() -> None:
     labels = np.array([r["tampered"] for r in rows])
     authentic = {f"{args.dataset} (training split, authentic)": scores[~labels]}
     halves = {str(path): authentic_halves(path) for path in args.authentic if path.is_dir()}
+    plain = ", plain photos" if edited else ""
     for name, (calibration, _) in halves.items():
-        authentic[f"{name} (calibration half)"] = scores_of(calibration)
+        authentic[f"{name}{plain} (calibration half)"] = \
+            scores_of(split_edited(calibration, edited)[0])
     for path in args.authentic:
         if not path.is_dir():
             authentic[f"{path} (listed)"] = scores_of(listed_samples(path))
@@ -119,18 +139,28 @@ def main() -> None:
     result = {"threshold": chosen, "images": len(rows),
               "rule": "best balanced accuracy on the training split" + (
                   f", raised until at most {args.max_false_alarms} of every authentic set is "
-                  f"flagged" if args.max_false_alarms is not None else ""),
+                  f"flagged" if args.max_false_alarms is not None else "") + (
+                  f" (pictures listed in {args.edited.name} as visibly edited are left out of "
+                  f"the authentic sets and counted apart)" if edited else ""),
               "image_auc_train": roc_auc(scores, labels.astype(np.int64)),
               "image_score": card.image_score, "without_jpeg": args.without_jpeg,
               "chosen": at(chosen), "balanced": at(balanced),
               "authentic_images": {name: len(values) for name, values in authentic.items()}}
     if args.report_held_out:
-        held_out = {f"{name} (held-out half, {len(held)} images)": held
-                    for name, (_, held) in halves.items()}
+        held_out = {f"{name}{plain} (held-out half, {len(kept)} images)": kept
+                    for name, (_, held) in halves.items()
+                    for kept in [split_edited(held, edited)[0]]}
         held_out.update({f"{path} ({len(listed)} images)": listed for path, listed in
                          ((path, listed_samples(path)) for path in args.held_out)})
         result["held_out_false_alarms"] = {name: false_alarms(scores_of(samples), chosen)
                                            for name, samples in held_out.items()}
+        if edited:
+            apart = {f"{name}, visibly edited pictures ({half} half, {len(pictures)} images)":
+                     pictures for name, both in halves.items()
+                     for half, samples in zip(("calibration", "held-out"), both)
+                     for pictures in [split_edited(samples, edited)[1]] if pictures}
+            result["edited_pictures_flagged"] = {name: false_alarms(scores_of(pictures), chosen)
+                                                 for name, pictures in apart.items()}
     print(json.dumps(result, indent=2))
 
 

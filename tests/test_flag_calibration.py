@@ -42,3 +42,18 @@ def test_listed_samples_read_a_folder_or_a_list(calibration, tmp_path):
     assert [s.image.name for s in calibration.listed_samples(photos)] == ["a.png", "b.jpg"]
     assert [s.image.name for s in calibration.listed_samples(listing)] == ["b.jpg", "a.png"]
     assert not any(s.tampered for s in calibration.listed_samples(listing))
+
+
+def test_edited_pictures_leave_the_halves_which_keep_their_places(calibration, tmp_path):
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    listing = tmp_path / "edited.txt"
+    listing.write_text("# pictures with a watermark\nc.jpg  # position 2\n\nb.jpg\n")
+    edited = calibration.edited_names(listing)
+    assert edited == {"b.jpg", "c.jpg"}
+    calibrate, held_out = calibration.authentic_halves(tmp_path)
+    assert [[s.name for s in part] for part in calibration.split_edited(calibrate, edited)] \
+        == [["a.jpg", "e.jpg"], ["c.jpg"]]
+    assert [[s.name for s in part] for part in calibration.split_edited(held_out, edited)] \
+        == [["d.jpg"], ["b.jpg"]]
+    assert calibration.edited_names(None) == set()
