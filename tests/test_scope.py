@@ -68,3 +68,15 @@ def test_the_flattest_photographs_measured_stay_photographs(shared):
         kind = picture_kind(Image.open(casia / name).convert("RGB"))
         assert not kind.drawn, name
         assert kind.flat_share < MIN_FLAT_SHARE - 0.15, (name, kind.flat_share)
+
+
+def test_a_text_page_screenshot_is_mostly_flat_but_stays_in_scope():
+    # the documented limit (README, "Drawn pictures"): a plain text page is not caught
+    import random
+
+    from script_loading import load_script
+    pages = load_script("text_page_screenshots")
+    page = pages.text_page(random.Random(0), pages.FONTS[0], 14, *pages.SCHEMES[0])
+    kind = picture_kind(page)
+    assert page.size == (1024, 768) and kind.colours is None
+    assert 0.6 < kind.flat_share < MIN_FLAT_SHARE and not kind.drawn
