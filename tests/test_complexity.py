@@ -1,5 +1,4 @@
 """The MAC count behind every "% of matmul peak" figure."""
-import torch
 import torch.nn.functional as F
 from torch import nn
 
