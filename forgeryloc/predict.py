@@ -95,7 +95,7 @@ class Predictor:
     def __init__(self, model: M2SFormer, info: CheckpointInfo, device: str | torch.device = "cpu",
                  mixed_precision: bool = True, compile_model: bool = False):
         self.device = torch.device(device)
-        if self.device.type == "cpu":
+        if self.device.type == "cpu":  # both process-wide, for good (cpu.py)
             keep_large_allocations()
             one_blas_thread()
         self.network = model.to(self.device).eval()  # eager, e.g. for replicas in workers
