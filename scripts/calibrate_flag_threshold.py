@@ -113,11 +113,13 @@ def main() -> None:
     scores = np.array([r["score"] for r in rows])
     labels = np.array([r["tampered"] for r in rows])
     authentic = {f"{args.dataset} (training split, authentic)": scores[~labels]}
-    halves = {str(path): authentic_halves(path) for path in args.authentic if path.is_dir()}
+    # folder -> half -> (plain photos, edited pictures)
+    halves = {str(path): dict(zip(("calibration", "held-out"),
+                                  (split_edited(half, edited) for half in authentic_halves(path))))
+              for path in args.authentic if path.is_dir()}
     plain = ", plain photos" if edited else ""
-    for name, (calibration, _) in halves.items():
-        authentic[f"{name}{plain} (calibration half)"] = \
-            scores_of(split_edited(calibration, edited)[0])
+    for name, parts in halves.items():
+        authentic[f"{name}{plain} (calibration half)"] = scores_of(parts["calibration"][0])
     for path in args.authentic:
         if not path.is_dir():
             authentic[f"{path} (listed)"] = scores_of(listed_samples(path))
@@ -147,18 +149,16 @@ def main() -> None:
               "chosen": at(chosen), "balanced": at(balanced),
               "authentic_images": {name: len(values) for name, values in authentic.items()}}
     if args.report_held_out:
-        held_out = {f"{name}{plain} (held-out half, {len(kept)} images)": kept
-                    for name, (_, held) in halves.items()
-                    for kept in [split_edited(held, edited)[0]]}
+        held_out = {f"{name}{plain} (held-out half, {len(parts['held-out'][0])} images)":
+                    parts["held-out"][0] for name, parts in halves.items()}
         held_out.update({f"{path} ({len(listed)} images)": listed for path, listed in
                          ((path, listed_samples(path)) for path in args.held_out)})
         result["held_out_false_alarms"] = {name: false_alarms(scores_of(samples), chosen)
                                            for name, samples in held_out.items()}
         if edited:
             apart = {f"{name}, visibly edited pictures ({half} half, {len(pictures)} images)":
-                     pictures for name, both in halves.items()
-                     for half, samples in zip(("calibration", "held-out"), both)
-                     for pictures in [split_edited(samples, edited)[1]] if pictures}
+                     pictures for name, parts in halves.items()
+                     for half, (_, pictures) in parts.items() if pictures}
             result["edited_pictures_flagged"] = {name: false_alarms(scores_of(pictures), chosen)
                                                  for name, pictures in apart.items()}
     print(json.dumps(result, indent=2))

@@ -218,10 +218,9 @@ def _requantised(unquantised: np.ndarray, first_steps: np.ndarray, step: int, ym
     indices = indices.astype(np.int64)
     indices += (np.arange(len(first_steps)) * span - lowest)[:, None]
     counts = np.bincount(indices.ravel(), minlength=len(first_steps) * span)  # K * span
-    lowest = lowest[:, None]
     kept = np.flatnonzero(counts)                                   # (step, level) pairs
     owner = kept // span                                            # ascending
-    levels = ((kept % span) + lowest[owner, 0]) * first_steps[owner]  # integers
+    levels = ((kept % span) + lowest[owner]) * first_steps[owner]     # integers
     # Bin edge minus level is a multiple of one half: the normal CDF is evaluated once per
     # such value (a few thousand) instead of once per (level, edge) pair, then looked up.
     halves = np.arange(-2 * ymax - 1, 2 * ymax + 2, 2) * step       # 2 x the edges
