@@ -702,8 +702,10 @@ def evaluate(
                               use_jpeg=not without_jpeg, resave_quality=resave,
                               lossless=lossless, jpeg_from_pixels=not no_jpeg_from_pixels,
                               rescale=rescale)
-    result.summary.update(resave_quality=resave, lossless=lossless, rescale=rescale,
-                          jpeg_from_pixels=not no_jpeg_from_pixels)
+    result.summary.update(dataset=dataset.resolve().name, holdout=holdout,
+                          seed=seed if holdout is not None else None,
+                          resave_quality=resave, lossless=lossless, rescale=rescale,
+                          jpeg_from_pixels=not no_jpeg_from_pixels, without_jpeg=without_jpeg)
     if output is not None:
         write_evaluation(result, output)
     summary = result.summary
@@ -738,6 +740,9 @@ def evaluate(
         if key in ("pixel_auc", "image_auc"):
             cells[0] = "0.5000"  # a constant map or score
         table.add_row(key, f"{summary[key]:.4f}", *cells)
+    for key, count in (("tampered_flagged", "tampered"), ("authentic_flagged", "authentic")):
+        if summary[count]:
+            table.add_row(key, f"{summary[key]} of {summary[count]}", "", "")
     if "pixel_path_images" in summary:  # maps drawn without JPEG evidence (none, or gated)
         table.add_row("pixel_path_images", str(summary["pixel_path_images"]), "", "")
     console = Console()

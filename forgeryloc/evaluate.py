@@ -251,9 +251,14 @@ def summarise(rows, pixel_probs, pixel_truth, size, threshold, score_threshold, 
     paths = [r["pixel_path"] for r in rows if "pixel_path" in r]
     if paths:  # a JPEG-stream model: how many maps its pixel path drew alone
         summary["pixel_path_images"] = int(sum(paths))
+    flagged = scores >= flag_at
+    # Flags counted as a scan gives them: how many forgeries a clear result can hide, and
+    # how many authentic files raise a false alarm.
+    summary["tampered_flagged"] = int(flagged[labels == 1].sum())
+    summary["authentic_flagged"] = int(flagged[labels == 0].sum())
     if 0 < labels.sum() < len(labels):
         summary["image_auc"] = metrics.roc_auc(scores, labels)
-        summary["image_accuracy"] = float(np.mean((scores >= flag_at) == labels.astype(bool)))
+        summary["image_accuracy"] = float(np.mean(flagged == labels.astype(bool)))
     return summary
 
 

@@ -3,7 +3,7 @@ threshold and the hardware recorded in the provenance.
 
     python scripts/ship_weights.py runs/b0-256/best.safetensors --score-threshold T \
         --hardware "2 CPU cores" [--image-score top1%] [--pixel-score-threshold T2] \
-        [--note ...] [--evaluation EVALUATE.json]
+        [--note ...] [--evaluation EVALUATE.json] [--condition-evaluation EVALUATE_Q90.json ...]
         [--flag-calibration FLAG.json] [--pixel-flag-calibration PIXEL_FLAG.json]
             (calibrate_flag_threshold.py outputs, kept in the provenance)
 """
@@ -16,6 +16,14 @@ import torch
 
 from forgeryloc.image_scores import STATISTICS
 from forgeryloc.weights import DEFAULT_WEIGHTS_NAME, load_model, save_checkpoint
+
+
+# what validation_conditions keeps of each `evaluate --json` summary
+CONDITION_KEYS = ("dataset", "holdout", "seed", "resave_quality", "rescale", "lossless",
+                  "without_jpeg", "tampered", "authentic", "tampered_flagged",
+                  "authentic_flagged", "dsc", "iou", "pixel_auc", "image_auc",
+                  "image_accuracy", "score_threshold", "floor_all_dsc", "floor_blob_dsc",
+                  "pixel_path_images")
 
 
 def repair_legacy_provenance(card) -> None:
@@ -58,6 +66,10 @@ def main() -> None:
     parser.add_argument("--metrics", default=None, help="metrics.jsonl of the run to copy beside")
     parser.add_argument("--evaluation", default=None, help="`evaluate --json` output of this "
                         "checkpoint, recorded as its validation")
+    parser.add_argument("--condition-evaluation", action="append", default=[],
+                        help="`evaluate --json` output of this checkpoint on altered copies of "
+                        "the validation images (--resave, --rescale, --lossless), recorded in "
+                        "validation_conditions; repeat")
     parser.add_argument("--out", default=f"weights/{DEFAULT_WEIGHTS_NAME}")
     args = parser.parse_args()
     model, card = load_model(args.checkpoint)
@@ -95,6 +107,10 @@ def main() -> None:
     if args.evaluation:
         summary = json.loads(Path(args.evaluation).read_text())
         card.provenance["validation"] = {k: v for k, v in summary.items() if k != "skipped"}
+    if args.condition_evaluation:
+        card.provenance["validation_conditions"] = [
+            {k: v for k, v in json.loads(Path(path).read_text()).items()
+             if k in CONDITION_KEYS} for path in args.condition_evaluation]
     save_checkpoint(model, card, args.out, dtype=torch.float16)
     if args.metrics:
         shutil.copy(args.metrics, Path(args.out).with_name("training-metrics.jsonl"))

@@ -90,6 +90,7 @@ def test_evaluate_table_output(casia_subset, tiny_checkpoint):
                                       str(tiny_checkpoint), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "dsc" in result.output and "image_auc" in result.output
+    assert "tampered_flagged" in result.output and "of 5" in result.output
 
 
 def test_evaluate_unknown_layout_is_a_usage_error(tmp_path, tiny_checkpoint):
@@ -202,3 +203,22 @@ def test_evaluate_can_resize_every_image_first():
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["rescale"] == 0.5 and summary["resave_quality"] == 80
+
+
+def test_flag_counts_use_each_images_own_threshold():
+    """A forgery scored without JPEG evidence is flagged at the pixel path's threshold, as a
+    scan flags it; the counts say how many forgeries a clear result hid."""
+    from forgeryloc.evaluate import summarise
+
+    def row(tampered: bool, score: float, flag_at: float) -> dict:
+        values = dict.fromkeys(("dsc", "iou", "dsc_native", "iou_native", "f1_native", "f1_best",
+                                "area", "true_area", "floor_all_dsc", "floor_all_iou",
+                                "floor_blob_dsc", "floor_blob_iou"), 0.5)
+        return {**values, "tampered": tampered, "score": score, "flag_threshold": flag_at}
+
+    rows = [row(True, 0.95, 0.9), row(True, 0.85, 0.9), row(True, 0.85, 0.8),
+            row(False, 0.92, 0.9), row(False, 0.5, 0.9), row(False, 0.85, 0.8)]
+    summary = summarise(rows, [], [], 256, 0.5, 0.9, [])
+    assert summary["tampered_flagged"] == 2      # 0.95 >= 0.9 and 0.85 >= 0.8, not 0.85 < 0.9
+    assert summary["authentic_flagged"] == 2
+    assert summary["image_accuracy"] == pytest.approx(3 / 6)

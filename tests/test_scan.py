@@ -156,6 +156,10 @@ def test_reports_say_what_a_flag_means(folder, tmp_path, tiny_checkpoint):
     card.provenance["flag_threshold"] = {
         "rule": "best balanced accuracy, raised until at most 0.05 of every authentic set is "
                 "flagged", "held_out_false_alarms": {"../x/photos (held-out half, 10 images)": 0.1}}
+    card.provenance["validation"] = {"dataset": "forgeries", "tampered": 8, "tampered_flagged": 6}
+    card.provenance["validation_conditions"] = [
+        {"dataset": "forgeries", "rescale": 0.5, "resave_quality": 85, "tampered": 8,
+         "tampered_flagged": 1}]
     calibrated = tmp_path / "calibrated.safetensors"
     save_checkpoint(model, card, calibrated)
     meanings = {}
@@ -171,7 +175,9 @@ def test_reports_say_what_a_flag_means(folder, tmp_path, tiny_checkpoint):
         "an image is flagged at a score of 0.9 (0.95 for images without JPEG evidence), the "
         "checkpoint's threshold: best balanced accuracy, raised until at most 0.05 of every "
         "authentic set is flagged; authentic photos held out and flagged: 10.0% of photos "
-        "(held-out half, 10 images)")
+        "(held-out half, 10 images); held-out forgeries flagged: 6 of 8 (75%) of forgeries "
+        "files as they are; 1 of 8 (12%) of forgeries files resized by 0.5 and re-saved at "
+        "JPEG quality 85, so an unflagged image is not cleared")
     assert meanings["by hand"] == ("an image is flagged at a score of 0.7, set by "
                                    "--flag-threshold (not calibrated)")
     assert "how it was chosen is not recorded" in meanings["unrecorded"]

@@ -1,6 +1,7 @@
 """Training: schedule, data mixing, checkpoints, resume, and that a short run actually learns."""
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -340,3 +341,32 @@ def test_frozen_encoder_norm_keeps_the_encoder_statistics(tmp_path, synthetic_se
     assert unchanged == freeze
     assert any(not torch.equal(m.running_mean, torch.zeros_like(m.running_mean))
                for m in others)
+
+
+def test_shipping_records_the_validation_and_its_conditions(tmp_path, tiny_checkpoint,
+                                                            monkeypatch):
+    """ship_weights keeps `evaluate --json` outputs: the plain one as `validation`, those of
+    altered copies as `validation_conditions` (what scans quote as forgeries flagged)."""
+    from script_loading import load_script
+
+    from forgeryloc.scan_command import forgeries_flagged
+    from forgeryloc.weights import load_model
+    plain = {"dataset": "set", "tampered": 10, "tampered_flagged": 7, "authentic": 4,
+             "authentic_flagged": 0, "dsc": 0.5, "resave_quality": None, "rescale": None,
+             "skipped": []}
+    resaved = {**plain, "tampered_flagged": 4, "resave_quality": 90, "protocol": "long text"}
+    for name, summary in (("plain.json", plain), ("q90.json", resaved)):
+        (tmp_path / name).write_text(json.dumps(summary))
+    out = tmp_path / "shipped.safetensors"
+    monkeypatch.setattr(sys, "argv", [
+        "ship_weights.py", str(tiny_checkpoint), "--score-threshold", "0.9", "--hardware", "test",
+        "--evaluation", str(tmp_path / "plain.json"),
+        "--condition-evaluation", str(tmp_path / "q90.json"), "--out", str(out)])
+    load_script("ship_weights").main()
+    provenance = load_model(out)[1].provenance
+    assert provenance["validation"] == {k: v for k, v in plain.items() if k != "skipped"}
+    assert provenance["validation_conditions"] == [
+        {k: v for k, v in resaved.items() if k not in ("skipped", "protocol")}]
+    assert forgeries_flagged(provenance) == (
+        "7 of 10 (70%) of set files as they are; "
+        "4 of 10 (40%) of set files re-saved at JPEG quality 90")
