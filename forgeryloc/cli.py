@@ -169,6 +169,7 @@ def info(
 ) -> None:
     """Print the model card of a checkpoint: config, size, cost, SHA-256 and metadata."""
     from .complexity import count_macs
+    from .flag_meaning import forgeries_flagged
     from .model.m2sformer import count_parameters
     from .weights import CheckpointError, default_weights_path, load_model, sha256_file
 
@@ -194,6 +195,8 @@ def info(
             ("jpeg_logit_floor", card.jpeg_logit_floor),
             ("jpeg_gate_logit", card.jpeg_gate_logit)) if value is not None},
         "embeddings": card.embeddings,
+        **({"forgeries_flagged": caught} if (caught := forgeries_flagged(card.provenance))
+           else {}),
         "architecture": card.config.to_dict(),
         "provenance": card.provenance,
     }

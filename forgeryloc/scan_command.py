@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import __version__
 from .discover import DiscoveryError, discover, is_within
 from .evidence.layers import parse_layers
+from .flag_meaning import flag_meaning
 from .imaging import one_line
 from .manifest import MANIFEST_NAME, write_manifest
 from .image_scores import STATISTICS
@@ -89,65 +90,6 @@ def _log_timings(seconds: dict[str, float], images: int, reports: float, wall: f
                        for stage, value in seconds.items())
     log.info("stage times over %d images, summed over workers: %s; reports %.2f s; "
              "wall time %.2f s", images, stages or "none", reports, wall)
-
-
-def flag_meaning(card, settings: ScanSettings, user_threshold: bool) -> str:
-    """For the reports: the flag thresholds used and what they were calibrated for (the
-    checkpoint's provenance), or that --flag-threshold set them."""
-    pixel = settings.pixel_flag_threshold
-    at = f"{settings.flag_threshold:g}" + (
-        f" ({pixel:g} for images without JPEG evidence)"
-        if pixel is not None and pixel != settings.flag_threshold else "")
-    if user_threshold:
-        return f"an image is flagged at a score of {at}, set by --flag-threshold (not calibrated)"
-    calibration = card.provenance.get("flag_threshold")
-    if not isinstance(calibration, dict) or "rule" not in calibration:
-        return (f"an image is flagged at a score of {at}, the checkpoint's threshold (how it was "
-                f"chosen is not recorded in the checkpoint)")
-    held_out = calibration.get("held_out_false_alarms") or {}
-    # keys name a folder and the half: "<path>/imagenet-sample (held-out half, 150 images)"
-    rates = "; ".join(f"{100 * rate:.1f}% of {name.rsplit('/', 1)[-1]}"
-                      for name, rate in held_out.items())
-    caught = forgeries_flagged(card.provenance)
-    return (f"an image is flagged at a score of {at}, the checkpoint's threshold: "
-            f"{calibration['rule']}" + (f"; authentic photos held out and flagged: {rates}"
-                                        if rates else "")
-            + (f"; held-out forgeries flagged: {caught}, so an unflagged image is not cleared"
-               if caught else ""))
-
-
-def condition_name(summary: dict) -> str:
-    """How the images of an `evaluate --json` summary were altered before scoring."""
-    steps = []
-    if summary.get("rescale") is not None:
-        steps.append(f"resized by {summary['rescale']:g}")
-    if summary.get("resave_quality") is not None:
-        steps.append(f"re-saved at JPEG quality {summary['resave_quality']}")
-    if summary.get("lossless"):
-        steps.append("handed over as PNG")
-    if summary.get("without_jpeg"):
-        steps.append("read without JPEG evidence")
-    return " and ".join(steps) if steps else "as they are"
-
-
-def forgeries_flagged(provenance: dict) -> str:
-    """The share of held-out forgeries the shipped thresholds flag, as measured for the
-    checkpoint's provenance (`validation`, then `validation_conditions`), e.g. "65 of 86
-    (76%) of casia1-dev files as they are; 43 of 86 (50%) of casia1-dev files re-saved at
-    JPEG quality 90";
-    empty when not measured."""
-    summaries = [provenance.get("validation")] + list(provenance.get("validation_conditions")
-                                                      or [])
-    parts = []
-    for summary in summaries:
-        if not isinstance(summary, dict) or not summary.get("tampered") \
-                or "tampered_flagged" not in summary:
-            continue
-        flagged, total = summary["tampered_flagged"], summary["tampered"]
-        files = f"{summary['dataset']} files" if summary.get("dataset") else "files"
-        parts.append(f"{flagged} of {total} ({100 * flagged / total:.0f}%) of {files} "
-                     f"{condition_name(summary)}")
-    return "; ".join(parts)
 
 
 def case_record(case: str | None, examiner: str | None) -> dict:
@@ -345,7 +287,9 @@ def execute_scan(request: ScanRequest, console: Console) -> int:
         "started": result.started, "finished": result.finished,
         "counts": {**result.counts, "skipped": len(skipped)},
         "image_score": STATISTICS[settings.image_score],
-        "flag_meaning": flag_meaning(card, settings, request.flag_threshold is not None),
+        "flag_meaning": flag_meaning(card, settings.flag_threshold,
+                                     settings.pixel_flag_threshold,
+                                     request.flag_threshold is not None),
         "case": case_record(request.case, request.examiner),
     }
     from .report import write_reports

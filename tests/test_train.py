@@ -349,7 +349,10 @@ def test_shipping_records_the_validation_and_its_conditions(tmp_path, tiny_check
     altered copies as `validation_conditions` (what scans quote as forgeries flagged)."""
     from script_loading import load_script
 
-    from forgeryloc.scan_command import forgeries_flagged
+    from typer.testing import CliRunner
+
+    from forgeryloc.cli import app
+    from forgeryloc.flag_meaning import forgeries_flagged
     from forgeryloc.weights import load_model
     plain = {"dataset": "set", "tampered": 10, "tampered_flagged": 7, "authentic": 4,
              "authentic_flagged": 0, "dsc": 0.5, "resave_quality": None, "rescale": None,
@@ -367,6 +370,8 @@ def test_shipping_records_the_validation_and_its_conditions(tmp_path, tiny_check
     assert provenance["validation"] == {k: v for k, v in plain.items() if k != "skipped"}
     assert provenance["validation_conditions"] == [
         {k: v for k, v in resaved.items() if k not in ("skipped", "protocol")}]
-    assert forgeries_flagged(provenance) == (
-        "7 of 10 (70%) of set files as they are; "
-        "4 of 10 (40%) of set files re-saved at JPEG quality 90")
+    caught = ("7 of 10 (70%) of set files as they are; "
+              "4 of 10 (40%) of set files re-saved at JPEG quality 90")
+    assert forgeries_flagged(provenance) == caught
+    shown = CliRunner().invoke(app, ["info", str(out), "--json"])
+    assert json.loads(shown.stdout)["forgeries_flagged"] == caught
