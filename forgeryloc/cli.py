@@ -195,8 +195,8 @@ def info(
             ("jpeg_logit_floor", card.jpeg_logit_floor),
             ("jpeg_gate_logit", card.jpeg_gate_logit)) if value is not None},
         "embeddings": card.embeddings,
-        **({"forgeries_flagged": caught} if (caught := forgeries_flagged(card.provenance))
-           else {}),
+        **({"forgeries_flagged": caught} if (caught := forgeries_flagged(
+            card.provenance, card.score_threshold, card.pixel_score_threshold)) else {}),
         "architecture": card.config.to_dict(),
         "provenance": card.provenance,
     }

@@ -23,7 +23,7 @@ def flag_meaning(card, flag_threshold: float, pixel_flag_threshold: float | None
     # keys name a folder and the half: "<path>/imagenet-sample (held-out half, 150 images)"
     rates = "; ".join(f"{100 * rate:.1f}% of {name.rsplit('/', 1)[-1]}"
                       for name, rate in held_out.items())
-    caught = forgeries_flagged(card.provenance)
+    caught = forgeries_flagged(card.provenance, flag_threshold, pixel_flag_threshold)
     return (f"an image is flagged at a score of {at}, the checkpoint's threshold: "
             f"{calibration['rule']}" + (f"; authentic photos held out and flagged: {rates}"
                                         if rates else "")
@@ -45,18 +45,24 @@ def condition_name(summary: dict) -> str:
     return " and ".join(steps) if steps else "as they are"
 
 
-def forgeries_flagged(provenance: dict) -> str:
-    """The share of held-out forgeries the shipped thresholds flag, as measured for the
-    checkpoint's provenance (`validation`, then `validation_conditions`), e.g. "65 of 86
-    (76%) of casia1-dev files as they are; 43 of 86 (50%) of casia1-dev files re-saved at
-    JPEG quality 90";
-    empty when not measured."""
+def forgeries_flagged(provenance: dict, flag_threshold: float,
+                      pixel_flag_threshold: float | None = None) -> str:
+    """The share of held-out forgeries these thresholds flag, as measured for the checkpoint's
+    provenance (`validation`, then `validation_conditions`), e.g. "65 of 86 (76%) of
+    casia1-dev files as they are; 43 of 86 (50%) of casia1-dev files re-saved at JPEG quality
+    90". Only measurements made at the thresholds in use count (the pixel path's for one made
+    without JPEG evidence): a count at another threshold would describe other flags. Empty
+    when none was measured."""
     summaries = [provenance.get("validation")] + list(provenance.get("validation_conditions")
                                                       or [])
     parts = []
     for summary in summaries:
         if not isinstance(summary, dict) or not summary.get("tampered") \
                 or "tampered_flagged" not in summary:
+            continue
+        expected = pixel_flag_threshold if summary.get("without_jpeg") \
+            and pixel_flag_threshold is not None else flag_threshold
+        if summary.get("score_threshold") != expected:
             continue
         flagged, total = summary["tampered_flagged"], summary["tampered"]
         files = f"{summary['dataset']} files" if summary.get("dataset") else "files"

@@ -156,10 +156,13 @@ def test_reports_say_what_a_flag_means(folder, tmp_path, tiny_checkpoint):
     card.provenance["flag_threshold"] = {
         "rule": "best balanced accuracy, raised until at most 0.05 of every authentic set is "
                 "flagged", "held_out_false_alarms": {"../x/photos (held-out half, 10 images)": 0.1}}
-    card.provenance["validation"] = {"dataset": "forgeries", "tampered": 8, "tampered_flagged": 6}
+    card.provenance["validation"] = {"dataset": "forgeries", "tampered": 8, "tampered_flagged": 6,
+                                     "score_threshold": 0.9}
     card.provenance["validation_conditions"] = [
         {"dataset": "forgeries", "rescale": 0.5, "resave_quality": 85, "tampered": 8,
-         "tampered_flagged": 1}]
+         "tampered_flagged": 1, "score_threshold": 0.9},
+        {"dataset": "forgeries", "resave_quality": 75, "tampered": 8, "tampered_flagged": 2,
+         "score_threshold": 0.8}]  # counted at another threshold: not quoted
     calibrated = tmp_path / "calibrated.safetensors"
     save_checkpoint(model, card, calibrated)
     meanings = {}

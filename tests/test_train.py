@@ -356,7 +356,7 @@ def test_shipping_records_the_validation_and_its_conditions(tmp_path, tiny_check
     from forgeryloc.weights import load_model
     plain = {"dataset": "set", "tampered": 10, "tampered_flagged": 7, "authentic": 4,
              "authentic_flagged": 0, "dsc": 0.5, "resave_quality": None, "rescale": None,
-             "skipped": []}
+             "score_threshold": 0.9, "skipped": []}
     resaved = {**plain, "tampered_flagged": 4, "resave_quality": 90, "protocol": "long text"}
     for name, summary in (("plain.json", plain), ("q90.json", resaved)):
         (tmp_path / name).write_text(json.dumps(summary))
@@ -372,6 +372,7 @@ def test_shipping_records_the_validation_and_its_conditions(tmp_path, tiny_check
         {k: v for k, v in resaved.items() if k not in ("skipped", "protocol")}]
     caught = ("7 of 10 (70%) of set files as they are; "
               "4 of 10 (40%) of set files re-saved at JPEG quality 90")
-    assert forgeries_flagged(provenance) == caught
+    assert forgeries_flagged(provenance, 0.9) == caught
+    assert forgeries_flagged(provenance, 0.95) == ""  # counted at another threshold
     shown = CliRunner().invoke(app, ["info", str(out), "--json"])
     assert json.loads(shown.stdout)["forgeries_flagged"] == caught
