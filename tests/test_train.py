@@ -376,3 +376,40 @@ def test_shipping_records_the_validation_and_its_conditions(tmp_path, tiny_check
     assert forgeries_flagged(provenance, 0.95) == ""  # counted at another threshold
     shown = CliRunner().invoke(app, ["info", str(out), "--json"])
     assert json.loads(shown.stdout)["forgeries_flagged"] == caught
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_a_fused_file_splits_into_its_networks(tmp_path, tiny_config, monkeypatch, fp16):
+    """scripts/split_checkpoint.py: the RGB part's tensors unchanged (or rounded to fp16), the
+    stream, fusion and the fusion's thresholds gone from it, the RGB provenance kept and the
+    source named; the stream's tensors as they were, in train-jpeg's format."""
+    from script_loading import load_script
+
+    from forgeryloc.model.jpeg_stream import JpegStreamConfig
+    from forgeryloc.model.m2sformer import M2SFormer
+    from forgeryloc.train_jpeg import load_stream
+    from forgeryloc.weights import CheckpointInfo, save_checkpoint, sha256_file
+    torch.manual_seed(0)
+    fused = M2SFormer(tiny_config.with_jpeg_stream(JpegStreamConfig(width=8))).eval()
+    source = tmp_path / "fused.safetensors"
+    save_checkpoint(fused, CheckpointInfo(
+        config=fused.config, input_size=64, score_threshold=0.98, pixel_score_threshold=0.9,
+        jpeg_gate_logit=2.0, provenance={"rgb": {"recipe": {"lr": 1e-4}}, "fusion": {}}), source)
+    out, stream_out = tmp_path / "rgb.safetensors", tmp_path / "stream.safetensors"
+    monkeypatch.setattr(sys, "argv", ["split_checkpoint.py", str(source), "--rgb", str(out),
+                                      "--stream", str(stream_out)] + (["--fp16"] if fp16 else []))
+    load_script("split_checkpoint").main()
+    model, card = load_model(out)
+    assert card.config.jpeg_stream is None and card.config.name == tiny_config.name
+    assert card.jpeg_gate_logit is None and card.pixel_score_threshold is None
+    assert card.score_threshold == 0.5 and card.input_size == 64
+    assert card.provenance == {"recipe": {"lr": 1e-4}, "extracted_from": {
+        "file": "fused.safetensors", "sha256": sha256_file(source)}}
+    state = fused.state_dict()
+    for name, value in model.state_dict().items():
+        expected = state[name].half().float() if fp16 and value.is_floating_point() else state[name]
+        assert torch.equal(value, expected), name
+    assert not any(name.startswith(("jpeg_stream.", "fusion.")) for name in model.state_dict())
+    stream, _ = load_stream(stream_out)
+    for name, value in stream.state_dict().items():
+        assert torch.equal(value, state[f"jpeg_stream.{name}"]), name
