@@ -546,6 +546,10 @@ def train_jpeg(
                                       "windows whose input is estimated from the decoded "
                                       "pixels (as for a PNG made from the JPEG; "
                                       "pixel_jpeg.py) instead of read from the file."),
+    defocus: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of synthetic photos "
+                                  "whose background is blurred before any compression (a "
+                                  "sharp subject, as with a wide aperture), so that a contrast "
+                                  "of sharpness is not read as one of history."),
     init: Optional[Path] = typer.Option(None, "--init", help="A stream checkpoint to start "
                                         "from (its frequencies and width are kept)."),
     resave_check: int = typer.Option(90, min=0, max=100, metavar="QUALITY", help="Also "
@@ -565,7 +569,8 @@ def train_jpeg(
             steps_per_epoch=steps_per_epoch, max_minutes=max_minutes, lr=lr,
             frequencies=frequencies, width=width, workers=workers, seed=seed,
             device=str(pick_device(device.value)), launder=launder, from_pixels=from_pixels,
-            init=str(init) if init else None, resave_check=resave_check or None)
+            defocus=defocus, init=str(init) if init else None,
+            resave_check=resave_check or None)
         train_jpeg_stream(config, on_log=lambda record: err_console.print(
             " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in record.items()), highlight=False))

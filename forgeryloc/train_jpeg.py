@@ -51,6 +51,7 @@ class JpegTrainConfig:
     eval_size: int = 256
     launder: float = 0.0            # share of windows whose file was saved once more (q70-95)
     from_pixels: float = 0.0        # share whose input is estimated from the decoded pixels
+    defocus: float = 0.0            # share of synthetic photos with a blurred background
     init: str | None = None         # a stream checkpoint to start from (fine-tuning)
     resave_check: int | None = 90   # validate also after one more save at this IJG quality
 
@@ -163,7 +164,8 @@ def train_jpeg_stream(config: JpegTrainConfig, on_log: Callable[[dict], None] | 
     if c.synth_photos and c.synth_share > 0:
         sources.append(SyntheticJpegWindows(c.synth_photos, c.window, c.seed,
                                             round(epoch_items * c.synth_share),
-                                            launder=c.launder, from_pixels=c.from_pixels))
+                                            launder=c.launder, from_pixels=c.from_pixels,
+                                            defocus=c.defocus))
     if not sources:
         raise ValueError("no training data: give --data and/or --synth")
     mixed = ConcatDataset(sources)

@@ -391,3 +391,38 @@ def test_real_windows_can_come_from_a_re_saved_file(photo_root, tmp_path):
         assert not np.array_equal(new_table.numpy(), original.table)
         assert np.array_equal(new_target.numpy(), target.numpy())
         assert np.array_equal(new_weight.numpy(), weight.numpy())
+
+
+def test_defocus_keeps_one_subject_sharp_and_blurs_the_rest():
+    """Known answer: the chosen segment (the only one of a fitting size) keeps its pixels away
+    from its edge; elsewhere the high frequencies drop."""
+    from forgeryloc.data.defocus import defocus
+
+    rgb = _photo(1)
+    labels = np.zeros((HEIGHT, WIDTH), np.int32)
+    labels[30:90, 40:120] = 1  # 25% of the picture: the subject
+    out, record = defocus(np.random.default_rng(0), rgb, labels, (3.0, 3.0))
+    assert record["subject"] == "segment" and record["subject_fraction"] == 0.25
+    inner = (slice(36, 84), slice(46, 114))
+    assert np.abs(out[inner].astype(int) - rgb[inner]).max() <= 1
+
+    def detail(image: np.ndarray) -> float:
+        return float(np.abs(np.diff(image.astype(np.float32), axis=1)).mean())
+    background = (slice(0, 24), slice(None))
+    assert detail(out[background]) < 0.5 * detail(rgb[background])
+    _, without_segments = defocus(np.random.default_rng(0), rgb, None, (2.0, 4.0))
+    assert without_segments["subject"] == "ellipse"
+
+
+def test_defocused_photos_stay_authentic_and_other_odds_keep_their_bytes(library):
+    """--defocus blurs before any compression, so an authentic example keeps an empty mask;
+    without it, every example is the byte-identical one it always was."""
+    authentic = dict.fromkeys(AUTHENTIC_KINDS, 1.0)
+    plain = _samples(library, 6, kinds=authentic)
+    assert [s.jpeg for s in plain] == [s.jpeg for s in _samples(library, 6, kinds=authentic,
+                                                                odds=HistoryOdds())]
+    blurred = _samples(library, 6, kinds=authentic, odds=HistoryOdds(defocus=1.0))
+    for before, after in zip(plain, blurred):
+        assert "defocus" not in before.history["host"]
+        assert after.history["host"]["defocus"]["sigma"] >= 1.5
+        assert not after.mask.any() and after.jpeg != before.jpeg

@@ -182,12 +182,12 @@ class SyntheticJpegWindows(Dataset):
     """Windows of synthetic forgeries with real compression histories (jpeg_history)."""
 
     def __init__(self, photo_roots: Sequence[str], size: int, seed: int, length: int,
-                 launder: float = 0.0, from_pixels: float = 0.0):
+                 launder: float = 0.0, from_pixels: float = 0.0, defocus: float = 0.0):
         from .jpeg_history import HistoryOdds, JpegHistorySynthesizer
         from .synth import PhotoLibrary
 
-        self.synthesizer = JpegHistorySynthesizer(PhotoLibrary(photo_roots),
-                                                  odds=HistoryOdds(launder=launder))
+        self.synthesizer = JpegHistorySynthesizer(
+            PhotoLibrary(photo_roots), odds=HistoryOdds(launder=launder, defocus=defocus))
         self.size, self.seed, self.length, self.epoch = size, seed, length, 0
         self.from_pixels = from_pixels
 

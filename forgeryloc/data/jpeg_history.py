@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from ..imaging import ImageReadError
+from .defocus import defocus
 from .jpeg_tables import TABLE_FAMILIES, QuantTables, draw_tables, encode_with_tables
 from .synth import (
     MAX_ATTEMPTS, RESAMPLERS, SEGMENT_FRACTION, Layer, PhotoLibrary, Region, checked_kind_weights,
@@ -75,6 +76,8 @@ class HistoryOdds:
     launder: float = 0.0  # the final file is decoded and saved again, as a share site would
     launder_quality: tuple[int, int] = (70, 95)  # ... at a quality drawn from this range
     launder_twice: float = 0.3  # ... and, of those, this share a second time
+    defocus: float = 0.0  # photos with all but one subject blurred before anything (defocus.py)
+    defocus_sigma: tuple[float, float] = (1.5, 5.0)  # ... by a Gaussian of this spread
 
 
 @dataclass
@@ -272,6 +275,9 @@ class JpegHistorySynthesizer:
         info = {"photo": name, "source": "jpeg" if is_jpeg else "other",
                 "scale": round(factor, 4), "resample": resample if factor < 1.0 else None,
                 "size": _ints(*rgb.shape[:2])}
+        # drawn only when asked for, so that the other odds give the bytes they always gave
+        if self.odds.defocus > 0 and rng.random() < self.odds.defocus:
+            rgb, info["defocus"] = defocus(rng, rgb, labels, self.odds.defocus_sigma)
         return _Photo(rgb, labels, index, info)
 
     def _final_size(self, rng: np.random.Generator, shape: tuple[int, int]) -> tuple[int, int]:
