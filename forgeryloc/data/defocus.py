@@ -2,10 +2,11 @@
 the picture is blurred, as a long lens at a wide aperture leaves it.
 
 Applied before a photo's first compression, it changes no compression history: an authentic
-example stays authentic, every block of it compressed alike. It is there because the JPEG
-stream, trained without it, read the contrast between a sharp subject and a smooth background
-in authentic web photos as a difference of history (session 13: the held-out ImageNet photos it
-flagged lit up on in-focus animals and vehicles against blurred backgrounds)."""
+example stays authentic, every block of it compressed alike. It was written because the shipped
+JPEG stream lights up on in-focus subjects against blurred or flat backgrounds in authentic web
+photos; one 60-minute fine-tune with it (train-jpeg --defocus 0.5) did not make the stream
+quieter there at the epoch its validation chose (checkpoints/README.md), so it is an option,
+off by default."""
 from __future__ import annotations
 
 import numpy as np
