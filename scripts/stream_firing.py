@@ -17,25 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from forgeryloc.data.datasets import read_dataset, split_holdout
-from forgeryloc.imaging import load_rgb
-from forgeryloc.jpeg_input import read_jpeg_input
+from forgeryloc.evaluate import evaluate_samples
 from forgeryloc.metrics import roc_auc
-from forgeryloc.predict import Finding, Predictor
+from forgeryloc.predict import Predictor
 from forgeryloc.weights import load_model
 
 from calibrate_flag_threshold import edited_names, listed_samples
-
-
-def scored(predictor: Predictor, path: Path) -> tuple[float, float]:
-    """(image score of the fused map, the stream's largest block logit; -inf without one)."""
-    rgb = load_rgb(path)
-    height, width = rgb.shape[:2]
-    maps = predictor.maps_from_resized(predictor.forward(predictor.preprocess(rgb)[None]), 0,
-                                       height, width)
-    jpeg = read_jpeg_input(path)[0]
-    top = float(predictor.jpeg_block_logits(jpeg).max()) if jpeg is not None else float("-inf")
-    fused = predictor.with_jpeg(maps, jpeg)
-    return Finding.from_maps(fused, predictor.info.image_score).score, top
 
 
 def main() -> None:
@@ -56,21 +43,23 @@ def main() -> None:
     if args.half != "all":
         photos = photos[1::2] if args.half == "odd" else photos[0::2]
     edited = edited_names(args.edited)
-    photos = [s.image for s in photos if s.name not in edited]
+    photos = [s for s in photos if s.name not in edited]
     held_out = split_holdout(read_dataset(args.dataset), args.holdout, args.seed)[1]
-    forgeries = [s.image for s in held_out if s.tampered]
-    photo_scores = [scored(predictor, p) for p in photos]
-    forgery_scores = [scored(predictor, p) for p in forgeries]
-    gate = card.jpeg_gate_logit
-    scores = np.array([s for s, _ in forgery_scores] + [s for s, _ in photo_scores])
-    labels = np.array([1] * len(forgery_scores) + [0] * len(photo_scores))
+    forgeries = [s for s in held_out if s.tampered]
+    # a row's pixel_path: no block reached the gate (or no JPEG evidence), so the stream did
+    # not fire on it
+    photo_rows = evaluate_samples(predictor, photos).rows
+    forgery_rows = evaluate_samples(predictor, forgeries).rows
+    scores = np.array([r["score"] for r in forgery_rows + photo_rows])
+    labels = np.array([1] * len(forgery_rows) + [0] * len(photo_rows))
     print(json.dumps({
-        "photos": len(photos), "photos_above_gate": sum(t >= gate for _, t in photo_scores),
-        "forgeries": len(forgeries),
-        "forgeries_above_gate": sum(t >= gate for _, t in forgery_scores),
-        "gate": gate, "image_auc_forgeries_vs_photos": roc_auc(scores, labels),
-        "photos_flagged": sum(s >= card.score_threshold for s, _ in photo_scores),
-        "forgeries_flagged": sum(s >= card.score_threshold for s, _ in forgery_scores),
+        "photos": len(photo_rows),
+        "photos_above_gate": sum(not r["pixel_path"] for r in photo_rows),
+        "forgeries": len(forgery_rows),
+        "forgeries_above_gate": sum(not r["pixel_path"] for r in forgery_rows),
+        "gate": card.jpeg_gate_logit, "image_auc_forgeries_vs_photos": roc_auc(scores, labels),
+        "photos_flagged": sum(r["score"] >= r["flag_threshold"] for r in photo_rows),
+        "forgeries_flagged": sum(r["score"] >= r["flag_threshold"] for r in forgery_rows),
         "score_threshold": card.score_threshold}, indent=1))
 
 
